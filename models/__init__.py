@@ -1,0 +1,1 @@
+"""The zoo's systems, one folder each. Importing this package registers them with transformers' Auto classes."""

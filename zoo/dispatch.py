@@ -1,0 +1,117 @@
+"""Dropless dispatch: sort token-slots by expert, run each expert on its contiguous slice, combine.
+
+    slots   = (token, expert, weight) for every used slot          N = number of used slots
+    sorted  = slots ordered by expert (stable)                       groups: counts [E], offsets [E]
+    y       = experts(hidden[sorted.token], groups)                  [N, H]   (no expert sees a token it was not given)
+    out     = index_add(sorted.token, y * sorted.weight)             [T, H]
+
+Expert banks only ever call `groups.linear(x, weight [E, out, in], bias [E, out])`; how that grouped
+matmul runs is a backend picked by name from `GROUPED_LINEAR_BACKENDS` (like transformers'
+`experts_implementation`): `eager` is the obviously-right loop over non-empty experts, `grouped`
+is one `torch.nn.functional.grouped_mm` call. `auto` takes `grouped` where it runs (fp32/bf16)
+and `eager` otherwise. Every backend is parity-tested against `eager`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from .routing import RoutingResult
+
+
+@dataclass
+class ExpertGroups:
+    """Rows of a [N, ·] tensor sorted by expert: expert e owns rows offsets[e-1]:offsets[e]."""
+
+    counts: torch.Tensor  # [E] long
+    offsets: torch.Tensor  # [E] int32, cumulative ends (grouped_mm's `offs`)
+    row_experts: torch.Tensor  # [N] long, expert of each row
+    backend: str = "auto"
+
+    @classmethod
+    def from_sorted_experts(cls, row_experts: torch.Tensor, num_experts: int, backend: str = "auto") -> "ExpertGroups":
+        counts = torch.bincount(row_experts, minlength=num_experts)
+        return cls(counts, torch.cumsum(counts, 0).to(torch.int32), row_experts, backend)
+
+    @property
+    def num_experts(self) -> int:
+        return self.counts.shape[0]
+
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """(expert, start, end) for every expert that received rows (one host sync)."""
+        ends = self.offsets.tolist()
+        starts = [0] + ends[:-1]
+        return [(e, s, t) for e, (s, t) in enumerate(zip(starts, ends)) if t > s]
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, in] @ weight[e]^T (+ bias[e]) per row group -> [N, out]. weight: [E, out, in]."""
+        return resolve_backend(self.backend, x.dtype)(x, weight, bias, self)
+
+
+GroupedLinear = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", ExpertGroups], torch.Tensor]
+
+
+def eager_grouped_linear(x, weight, bias, groups: ExpertGroups) -> torch.Tensor:
+    """Reference: one F.linear per expert that has rows; empty experts cost nothing."""
+    pieces = [F.linear(x[s:t], weight[e], None if bias is None else bias[e]) for e, s, t in groups.ranges()]
+    if not pieces:
+        return x.new_zeros(x.shape[0], weight.shape[1])
+    return torch.cat(pieces, dim=0)
+
+
+def _contiguous_grad(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous()
+
+
+def grouped_mm_linear(x, weight, bias, groups: ExpertGroups) -> torch.Tensor:
+    """One grouped GEMM over all experts (torch.nn.functional.grouped_mm, fp32/bf16 on CPU)."""
+    out = F.grouped_mm(x.to(weight.dtype), weight.transpose(-2, -1), offs=groups.offsets)  # [N, out]
+    if out.requires_grad:
+        # grouped_mm's backward fails on zero-stride gradients (e.g. from y.sum())
+        out.register_hook(_contiguous_grad)
+    if bias is not None:
+        out = out + bias[groups.row_experts]
+    return out
+
+
+GROUPED_LINEAR_BACKENDS: dict[str, GroupedLinear] = {
+    "eager": eager_grouped_linear,
+    "grouped": grouped_mm_linear,
+}
+GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def register_backend(name: str, fn: GroupedLinear) -> None:
+    """Add a grouped-linear backend (e.g. a packed-ternary kernel); it must match `eager`."""
+    GROUPED_LINEAR_BACKENDS[name] = fn
+
+
+def resolve_backend(name: str, dtype: torch.dtype) -> GroupedLinear:
+    if name == "auto":
+        grouped_ok = hasattr(F, "grouped_mm") and dtype in GROUPED_MM_DTYPES
+        return GROUPED_LINEAR_BACKENDS["grouped" if grouped_ok else "eager"]
+    if name not in GROUPED_LINEAR_BACKENDS:
+        raise ValueError(f"unknown dispatch backend {name!r}; known: {['auto', *GROUPED_LINEAR_BACKENDS]}")
+    if name == "grouped" and dtype not in GROUPED_MM_DTYPES:
+        raise ValueError(f"dispatch backend 'grouped' runs in float32/bfloat16 only, got {dtype}; use 'eager' or 'auto'")
+    return GROUPED_LINEAR_BACKENDS[name]
+
+
+def dispatch(hidden: torch.Tensor, routing: RoutingResult, experts, backend: str = "auto") -> torch.Tensor:
+    """hidden [T, H] -> sum over used slots of weight * expert(token), [T, H].
+
+    Slots routed to an index >= experts.num_experts are null experts: they add nothing."""
+    num_tokens, hidden_size = hidden.shape
+    used = routing.mask & (routing.indices < experts.num_experts)  # [T, k]
+    token_ids, slot_ids = used.nonzero(as_tuple=True)  # [N]
+    slot_experts = routing.indices[token_ids, slot_ids]
+    order = torch.argsort(slot_experts, stable=True)
+    token_ids, slot_ids, slot_experts = token_ids[order], slot_ids[order], slot_experts[order]
+    groups = ExpertGroups.from_sorted_experts(slot_experts, experts.num_experts, backend)
+    expert_out = experts(hidden[token_ids], groups)  # [N, H]
+    weights = routing.weights[token_ids, slot_ids].to(expert_out.dtype)[:, None]  # [N, 1]
+    out = hidden.new_zeros(num_tokens, hidden_size)
+    return out.index_add(0, token_ids, (expert_out * weights).to(hidden.dtype))

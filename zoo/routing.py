@@ -1,0 +1,398 @@
+"""Routers: hidden states in, a `RoutingResult` out.
+
+Every router follows the same four steps, all in fp32:
+
+    logits  = router_logits(hidden)            [T, E]   (a linear gate, or one gate per modality)
+    logits += external mask / bias             [T, E]   (MoVA: experts chosen elsewhere; -inf = forbidden)
+    probs   = softmax(logits)                  [T, E]
+    indices, weights, mask = select(probs)     [T, k]   (top-k, or cumulative threshold: variable k)
+    mask   &= capacity(rank priority)          [T, k]   (optional; dropped slots are counted)
+
+and owns its auxiliary losses (`load_balance`, `z_loss`) and metrics (per-expert load, dropped
+share, experts per token). Ties between equal probabilities go to the lower expert index.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .losses import load_balancing_loss, router_z_loss
+
+# Modality ids carried next to the hidden states (see zoo.multimodal); names are used in configs.
+MODALITY_IDS: dict[str, int] = {"text": 0, "image": 1, "audio": 2, "video": 3}
+
+
+def check_positive(**fields: int) -> None:
+    for name, value in fields.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class RoutingResult:
+    """What a router decided for T tokens over E experts (k slots per token, some possibly unused)."""
+
+    indices: torch.Tensor  # [T, k] long, expert of each slot
+    weights: torch.Tensor  # [T, k] fp32, combine weight of each slot (0 where mask is False)
+    mask: torch.Tensor  # [T, k] bool, slot in use (variable k; False also for capacity drops)
+    logits: torch.Tensor  # [T, E] fp32, router logits after the external mask (-inf = forbidden)
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_dropped: int = 0  # slots the router chose but capacity dropped
+
+    @property
+    def num_tokens(self) -> int:
+        return self.logits.shape[0]
+
+    @property
+    def num_experts(self) -> int:
+        return self.logits.shape[1]
+
+    def expert_counts(self) -> torch.Tensor:
+        """[E] long: how many token-slots each expert receives."""
+        return torch.bincount(self.indices[self.mask], minlength=self.num_experts)
+
+    def dense_weights(self) -> torch.Tensor:
+        """[T, E] fp32 combine weights, zero for experts a token does not use (for plots and tests)."""
+        dense = torch.zeros_like(self.logits, dtype=torch.float32)
+        return dense.scatter_add_(1, self.indices, self.weights * self.mask)
+
+    def metrics(self) -> dict[str, object]:
+        """Per-expert load (share of routed slots), dropped share, mean experts per token, imbalance."""
+        counts = self.expert_counts().float()
+        routed = counts.sum().item()
+        load = counts / max(routed, 1.0)
+        return {
+            "expert_load": load.tolist(),
+            "dropped_fraction": self.num_dropped / max(routed + self.num_dropped, 1.0),
+            "experts_per_token": routed / max(self.num_tokens, 1),
+            "load_imbalance": (load.max() / load.mean()).item() if routed else 0.0,
+        }
+
+
+def apply_expert_mask(logits: torch.Tensor, expert_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bool mask (True = allowed) sets forbidden experts to -inf; a float mask is added as a bias.
+    Shape [E] or [T, E]."""
+    if expert_mask is None:
+        return logits
+    num_tokens, num_experts = logits.shape
+    if expert_mask.shape not in ((num_experts,), (num_tokens, num_experts)):
+        raise ValueError(
+            f"expert_mask must have shape ({num_experts},) or ({num_tokens}, {num_experts}), "
+            f"got {tuple(expert_mask.shape)}"
+        )
+    expert_mask = expert_mask.to(logits.device)
+    if expert_mask.dtype == torch.bool:
+        logits = logits.masked_fill(~expert_mask.expand_as(logits), float("-inf"))
+    else:
+        logits = logits + expert_mask.float()
+    if num_tokens and torch.isneginf(logits).all(dim=-1).any():
+        raise ValueError("expert_mask forbids every expert for at least one token")
+    return logits
+
+
+def top_k_selection(
+    probs: torch.Tensor,  # [T, E]
+    logits: torch.Tensor,  # [T, E]
+    top_k: int,
+    normalize: bool,
+    gumbel_second: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax top-k. With `gumbel_second` (DeepSpeed/MoE-LLaVA top-2) the 1st expert is the argmax
+    and the others are the top of (logits + Gumbel noise) among the rest; weights stay the clean
+    probabilities either way."""
+    ranking = probs
+    if gumbel_second and top_k > 1:
+        noise = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-20, 1.0)).clamp_min(1e-20))
+        first = probs.argmax(dim=-1, keepdim=True)  # [T, 1]
+        ranking = (logits + noise).scatter(1, first, float("inf"))
+    indices = torch.sort(ranking, dim=-1, descending=True, stable=True).indices[:, :top_k]  # [T, k]
+    weights = probs.gather(1, indices)  # [T, k]
+    mask = weights > 0  # a forbidden expert (prob 0) is never used, even if k exceeds the allowed set
+    weights = weights * mask
+    if normalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+    return indices, weights, mask
+
+
+def apply_capacity(
+    indices: torch.Tensor,  # [T, k]
+    mask: torch.Tensor,  # [T, k]
+    priority: torch.Tensor,  # [T, k] higher wins
+    num_experts: int,
+    capacity: int,
+) -> torch.Tensor:
+    """Keep at most `capacity` slots per expert, highest priority first (ties: lower token index).
+    Returns the new [T, k] mask."""
+    flat_mask = mask.reshape(-1)
+    candidates = flat_mask.nonzero().squeeze(1)  # slot ids, token-major order
+    by_priority = torch.sort(priority.reshape(-1)[candidates], descending=True, stable=True).indices
+    candidates = candidates[by_priority]
+    experts = indices.reshape(-1)[candidates]
+    by_expert = torch.sort(experts, stable=True).indices
+    candidates, experts = candidates[by_expert], experts[by_expert]
+    counts = torch.bincount(experts, minlength=num_experts)
+    group_start = torch.cumsum(counts, 0) - counts  # [E]
+    position = torch.arange(len(candidates), device=mask.device) - group_start[experts]
+    kept = torch.zeros_like(flat_mask)
+    kept[candidates[position < capacity]] = True
+    return kept.view_as(mask)
+
+
+class Router(nn.Module):
+    """Shared machinery: fp32 logits, external mask, softmax, selection, capacity, losses.
+
+    Subclasses implement `select` and, if they do not use one linear gate for all tokens,
+    `router_logits` (with `has_shared_gate = False`).
+    """
+
+    has_shared_gate = True
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        jitter: float = 0.0,
+        capacity_factor: float | None = None,
+        min_capacity: int = 4,
+    ):
+        super().__init__()
+        check_positive(hidden_size=hidden_size, num_experts=num_experts, min_capacity=min_capacity)
+        if jitter < 0 or jitter >= 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        if capacity_factor is not None and capacity_factor <= 0:
+            raise ValueError(f"capacity_factor must be > 0 or None (dropless), got {capacity_factor}")
+        self.hidden_size = hidden_size
+        self.num_experts = num_experts
+        self.jitter = jitter
+        self.capacity_factor = capacity_factor
+        self.min_capacity = min_capacity
+        if self.has_shared_gate:
+            # [E, H], the layout of transformers' MixtralTopKRouter.weight
+            self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
+            nn.init.normal_(self.weight, std=0.02)
+
+    # -- the four steps -------------------------------------------------------------------------
+    def router_logits(self, hidden: torch.Tensor, modality_ids: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(hidden.float(), self.weight.float())  # [T, E]
+
+    def select(self, probs: torch.Tensor, logits: torch.Tensor):
+        """-> indices [T, k], weights [T, k], mask [T, k]."""
+        raise NotImplementedError
+
+    def capacity(self, num_tokens: int) -> int:
+        return max(self.min_capacity, math.ceil(self.capacity_factor * num_tokens * self.slots_per_token / self.num_experts))
+
+    slots_per_token = 1  # expected k, for the capacity formula
+
+    def aux_losses(self, probs, logits, indices, mask, modality_ids, padding_mask) -> dict[str, torch.Tensor]:
+        return {
+            "load_balance": load_balancing_loss(probs, indices, mask, padding_mask),
+            "z_loss": router_z_loss(logits, padding_mask),
+        }
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(
+        self,
+        hidden: torch.Tensor,  # [T, H]
+        expert_mask: torch.Tensor | None = None,  # [E] or [T, E]: bool allowed, or float bias
+        modality_ids: torch.Tensor | None = None,  # [T] long
+        padding_mask: torch.Tensor | None = None,  # [T] bool, True = real token (losses only)
+    ) -> RoutingResult:
+        if hidden.dim() != 2 or hidden.shape[-1] != self.hidden_size:
+            raise ValueError(f"router expects hidden states [T, {self.hidden_size}], got {tuple(hidden.shape)}")
+        if self.training and self.jitter > 0:
+            hidden = hidden * torch.empty_like(hidden).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        logits = apply_expert_mask(self.router_logits(hidden, modality_ids), expert_mask)  # [T, E]
+        probs = torch.softmax(logits, dim=-1)
+        indices, weights, mask = self.select(probs, logits)
+        losses = self.aux_losses(probs, logits, indices, mask, modality_ids, padding_mask)
+        num_dropped = 0
+        if self.capacity_factor is not None and hidden.shape[0] > 0:
+            rank = torch.arange(indices.shape[1], 0, -1, device=probs.device, dtype=probs.dtype)
+            priority = rank + probs.gather(1, indices)  # a 1st choice beats any 2nd choice
+            kept = apply_capacity(indices, mask, priority, self.num_experts, self.capacity(hidden.shape[0]))
+            num_dropped = int((mask & ~kept).sum())
+            mask = kept
+            weights = weights * mask
+        return RoutingResult(indices, weights, mask, logits, losses, num_dropped)
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}, num_experts={self.num_experts}"
+
+
+class TopKRouter(Router):
+    """softmax -> top-k -> optional renormalisation (Mixtral, MoE-LLaVA, Uni-MoE, MoIIE).
+    `normalize=False` keeps the raw probabilities (Qwen3-MoE with norm_topk_prob=False, OLMoE)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        top_k: int,
+        normalize: bool = True,
+        jitter: float = 0.0,
+        gumbel_second: bool = False,
+        capacity_factor: float | None = None,
+        min_capacity: int = 4,
+    ):
+        super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
+        check_positive(top_k=top_k)
+        if top_k > num_experts:
+            raise ValueError(f"top_k ({top_k}) must be <= num_experts ({num_experts})")
+        self.top_k = top_k
+        self.normalize = normalize
+        self.gumbel_second = gumbel_second
+        self.slots_per_token = top_k
+
+    def select(self, probs, logits):
+        return top_k_selection(probs, logits, self.top_k, self.normalize, self.gumbel_second and self.training)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", top_k={self.top_k}, normalize={self.normalize}"
+
+
+class ThresholdRouter(Router):
+    """XMoE threshold routing: sort the probabilities; take the j-th expert iff the mass of the
+    experts ranked before it is < threshold (so at least one; k varies per token). Weights are the
+    raw probabilities (no renormalisation). Capacity (XMoE: factor 8 for LMs) drops by rank priority.
+    The balance loss counts each token's top-1 choice, as in XMoE."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        threshold: float = 0.9,
+        max_k: int | None = None,
+        capacity_factor: float | None = None,
+        min_capacity: int = 4,
+        jitter: float = 0.0,
+    ):
+        super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if max_k is not None:
+            check_positive(max_k=max_k)
+            if max_k > num_experts:
+                raise ValueError(f"max_k ({max_k}) must be <= num_experts ({num_experts})")
+        self.threshold = threshold
+        self.max_k = max_k
+
+    def select(self, probs, logits):
+        sorted_probs, indices = torch.sort(probs, dim=-1, descending=True, stable=True)  # [T, E]
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        mask = (mass_before < self.threshold) & (sorted_probs > 0)
+        mask[:, 0] = True  # at least one expert, whatever rounding does
+        keep = self.max_k or self.num_experts
+        indices, sorted_probs, mask = indices[:, :keep], sorted_probs[:, :keep], mask[:, :keep]
+        return indices, sorted_probs * mask, mask
+
+    def aux_losses(self, probs, logits, indices, mask, modality_ids, padding_mask):
+        return super().aux_losses(probs, logits, indices[:, :1], mask[:, :1], modality_ids, padding_mask)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", threshold={self.threshold}, max_k={self.max_k}"
+
+
+class ModalityRouter(Router):
+    """Modality-guided routing (MoIIE intra/inter-modality experts, MoMa groups).
+
+    Each modality has its own gate over its own experts plus a shared pool that every modality can
+    reach; a token is routed by the gate of its modality (top-k, optionally renormalised). One
+    balance loss per modality gate over its own tokens and experts; `load_balance` is their sum.
+
+        modality_experts = {"image": [0], "text": [3]}, shared_experts = [1, 2]   # MoIIE, E = 4
+    """
+
+    has_shared_gate = False
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        modality_experts: Mapping[str, Sequence[int]],
+        shared_experts: Sequence[int] = (),
+        top_k: int = 2,
+        normalize: bool = True,
+        jitter: float = 0.0,
+        capacity_factor: float | None = None,
+        min_capacity: int = 4,
+    ):
+        super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
+        check_positive(top_k=top_k)
+        if not modality_experts:
+            raise ValueError("modality_experts must name at least one modality")
+        shared = sorted(set(shared_experts))
+        seen: dict[int, str] = {e: "shared_experts" for e in shared}
+        self.allowed: dict[str, list[int]] = {}
+        for name, experts in modality_experts.items():
+            if name not in MODALITY_IDS:
+                raise ValueError(f"modality_experts: unknown modality {name!r}; known: {sorted(MODALITY_IDS)}")
+            own = sorted(set(experts))
+            if not own and not shared:
+                raise ValueError(f"modality_experts[{name!r}] is empty and there are no shared_experts")
+            for e in own:
+                if e in seen:
+                    raise ValueError(f"modality_experts[{name!r}] reuses expert {e}, already in {seen[e]}")
+                seen[e] = f"modality_experts[{name!r}]"
+            allowed = sorted(own + shared)
+            if top_k > len(allowed):
+                raise ValueError(f"top_k ({top_k}) exceeds the {len(allowed)} experts modality {name!r} can reach")
+            self.allowed[name] = allowed
+        for e in seen:
+            if not 0 <= e < num_experts:
+                raise ValueError(f"expert index {e} in {seen[e]} is outside [0, {num_experts})")
+        unused = sorted(set(range(num_experts)) - set(seen))
+        if unused:
+            raise ValueError(f"experts {unused} are reachable from no modality (give them to a modality or shared_experts)")
+        self.top_k = top_k
+        self.normalize = normalize
+        self.slots_per_token = top_k
+        # one gate per modality, [R_m, H] each
+        self.gates = nn.ModuleDict({name: nn.Linear(hidden_size, len(a), bias=False) for name, a in self.allowed.items()})
+        for gate in self.gates.values():
+            nn.init.normal_(gate.weight, std=0.02)
+
+    def _modality_rows(self, modality_ids: torch.Tensor | None, num_tokens: int):
+        if modality_ids is None:
+            raise ValueError("ModalityRouter needs modality_ids ([T] modality id per token)")
+        if modality_ids.shape != (num_tokens,):
+            raise ValueError(f"modality_ids must have shape ({num_tokens},), got {tuple(modality_ids.shape)}")
+        known = torch.tensor([MODALITY_IDS[n] for n in self.allowed], device=modality_ids.device)
+        stray = modality_ids[~torch.isin(modality_ids, known)]
+        if stray.numel():
+            raise ValueError(f"modality id {int(stray[0])} has no experts in this router (it knows {list(self.allowed)})")
+        for name in self.allowed:
+            rows = (modality_ids == MODALITY_IDS[name]).nonzero().squeeze(1)
+            yield name, rows, torch.tensor(self.allowed[name], device=modality_ids.device)
+
+    def router_logits(self, hidden, modality_ids):
+        logits = hidden.new_full((hidden.shape[0], self.num_experts), float("-inf"), dtype=torch.float32)
+        for name, rows, allowed in self._modality_rows(modality_ids, hidden.shape[0]):
+            if rows.numel():
+                gate = F.linear(hidden[rows].float(), self.gates[name].weight.float())  # [T_m, R_m]
+                logits[rows[:, None], allowed[None, :]] = gate
+        return logits
+
+    def select(self, probs, logits):
+        return top_k_selection(probs, logits, self.top_k, self.normalize, gumbel_second=False)
+
+    def aux_losses(self, probs, logits, indices, mask, modality_ids, padding_mask):
+        losses: dict[str, torch.Tensor] = {}
+        for name, rows, allowed in self._modality_rows(modality_ids, probs.shape[0]):
+            local = torch.full((self.num_experts,), 0, dtype=torch.long, device=probs.device)
+            local[allowed] = torch.arange(len(allowed), device=probs.device)
+            pad = None if padding_mask is None else padding_mask[rows]
+            losses[f"load_balance/{name}"] = load_balancing_loss(
+                probs[rows][:, allowed], local[indices[rows]], mask[rows], pad
+            )
+        losses["load_balance"] = sum(losses.values(), probs.new_zeros(()))
+        losses["z_loss"] = router_z_loss(logits, padding_mask)
+        return losses
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", top_k={self.top_k}, allowed={self.allowed}"
