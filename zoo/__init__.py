@@ -9,6 +9,7 @@ from .experts import GatedMLP, GLUExperts, MLPExperts, SharedExperts
 from .losses import load_balancing_loss, router_z_loss
 from .moe import MoEBlock
 from .routing import MODALITY_IDS, ModalityRouter, Router, RoutingResult, ThresholdRouter, TopKRouter
+from .upcycle import PLANS, UpcyclePlan, routing_context, upcycle  # noqa: E402  (zoo.upcycle(model, plan): the function)
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "MODALITY_IDS", "ExpertGroups", "GLUExperts", "GROUPED_LINEAR_BACKENDS", "GatedMLP", "MLPExperts",
     "MoEBlock", "ModalityRouter", "Router", "RoutingResult", "SharedExperts", "ThresholdRouter",
     "TopKRouter", "dispatch", "load_balancing_loss", "register_backend", "router_z_loss",
+    "PLANS", "UpcyclePlan", "routing_context", "upcycle",
 ]
 
 from . import models as _models  # noqa: E402,F401  (registers configs/models with the Auto classes)

@@ -17,7 +17,7 @@ from .routing import check_positive
 
 def activation(name: str) -> nn.Module:
     if name not in ACT2FN:
-        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACT2FN)}")
+        raise ValueError(f"act: unknown activation {name!r}; known: {sorted(ACT2FN)}")
     return ACT2FN[name]
 
 

@@ -107,7 +107,8 @@ def top_k_selection(
     probabilities either way."""
     ranking = probs
     if gumbel_second and top_k > 1:
-        noise = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-20, 1.0)).clamp_min(1e-20))
+        # Gumbel(0, 1) = -log(Exp(1)); the clamp keeps a rare 0 draw from giving +inf
+        noise = -torch.log(torch.empty_like(logits).exponential_().clamp_min(torch.finfo(logits.dtype).tiny))
         first = probs.argmax(dim=-1, keepdim=True)  # [T, 1]
         ranking = (logits + noise).scatter(1, first, float("inf"))
     indices = torch.sort(ranking, dim=-1, descending=True, stable=True).indices[:, :top_k]  # [T, k]
@@ -122,16 +123,20 @@ def top_k_selection(
 def apply_capacity(
     indices: torch.Tensor,  # [T, k]
     mask: torch.Tensor,  # [T, k]
-    priority: torch.Tensor,  # [T, k] higher wins
+    probs: torch.Tensor,  # [T, k] probability of each slot's expert
     num_experts: int,
     capacity: int,
 ) -> torch.Tensor:
-    """Keep at most `capacity` slots per expert, highest priority first (ties: lower token index).
-    Returns the new [T, k] mask."""
+    """Keep at most `capacity` slots per expert by rank priority: every token's 1st choice before any
+    2nd choice, then higher probability, then lower token index. Returns the new [T, k] mask.
+
+    Three stable sorts (least significant key first) instead of one combined score, so no
+    probability precision is lost to the rank."""
+    num_slots = mask.shape[1]
     flat_mask = mask.reshape(-1)
-    candidates = flat_mask.nonzero().squeeze(1)  # slot ids, token-major order
-    by_priority = torch.sort(priority.reshape(-1)[candidates], descending=True, stable=True).indices
-    candidates = candidates[by_priority]
+    candidates = flat_mask.nonzero().squeeze(1)  # slot ids, token-major: ties keep the lower token
+    candidates = candidates[torch.sort(probs.reshape(-1)[candidates], descending=True, stable=True).indices]
+    candidates = candidates[torch.sort(candidates % num_slots, stable=True).indices]  # rank: slot position
     experts = indices.reshape(-1)[candidates]
     by_expert = torch.sort(experts, stable=True).indices
     candidates, experts = candidates[by_expert], experts[by_expert]
@@ -213,9 +218,7 @@ class Router(nn.Module):
         losses = self.aux_losses(probs, logits, indices, mask, modality_ids, padding_mask)
         num_dropped = 0
         if self.capacity_factor is not None and hidden.shape[0] > 0:
-            rank = torch.arange(indices.shape[1], 0, -1, device=probs.device, dtype=probs.dtype)
-            priority = rank + probs.gather(1, indices)  # a 1st choice beats any 2nd choice
-            kept = apply_capacity(indices, mask, priority, self.num_experts, self.capacity(hidden.shape[0]))
+            kept = apply_capacity(indices, mask, probs.gather(1, indices), self.num_experts, self.capacity(hidden.shape[0]))
             num_dropped = int((mask & ~kept).sum())
             mask = kept
             weights = weights * mask
@@ -333,8 +336,9 @@ class ModalityRouter(Router):
             if name not in MODALITY_IDS:
                 raise ValueError(f"modality_experts: unknown modality {name!r}; known: {sorted(MODALITY_IDS)}")
             own = sorted(set(experts))
-            if not own and not shared:
-                raise ValueError(f"modality_experts[{name!r}] is empty and there are no shared_experts")
+            if not own:
+                raise ValueError(f"modality_experts[{name!r}] is empty: every modality needs its own experts "
+                                 "(the shared pool is shared_experts)")
             for e in own:
                 if e in seen:
                     raise ValueError(f"modality_experts[{name!r}] reuses expert {e}, already in {seen[e]}")
@@ -375,7 +379,7 @@ class ModalityRouter(Router):
         for name, rows, allowed in self._modality_rows(modality_ids, hidden.shape[0]):
             if rows.numel():
                 gate = F.linear(hidden[rows].float(), self.gates[name].weight.float())  # [T_m, R_m]
-                logits[rows[:, None], allowed[None, :]] = gate
+                logits[rows[:, None], allowed[None, :]] = gate.float()  # autocast makes F.linear bf16 even from fp32 inputs
         return logits
 
     def select(self, probs, logits):

@@ -1,0 +1,15 @@
+"""MoFME (arXiv 2312.16610): all-weather image restoration with feature-modulated experts and the
+uncertainty-aware router. Importing this registers `mofme` with AutoConfig, AutoModelForImageToImage
+and AutoImageProcessor."""
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageToImage
+
+from .configuration_mofme import MoFMEConfig
+from .modeling_mofme import MoFMEForImageRestoration, MoFMEImageRestorationOutput, MoFMEPreTrainedModel
+from .processing_mofme import MoFMEImageProcessor, restore_image
+
+AutoConfig.register(MoFMEConfig.model_type, MoFMEConfig, exist_ok=True)
+AutoModelForImageToImage.register(MoFMEConfig, MoFMEForImageRestoration, exist_ok=True)
+AutoImageProcessor.register(MoFMEConfig, image_processor_classes={"pil": MoFMEImageProcessor}, exist_ok=True)
+
+__all__ = ["MoFMEConfig", "MoFMEForImageRestoration", "MoFMEImageProcessor", "MoFMEImageRestorationOutput",
+           "MoFMEPreTrainedModel", "restore_image"]

@@ -1,0 +1,10 @@
+"""MoTE (models.mote): frozen fp shared FFN + top-1 ternary experts."""
+from transformers import AutoConfig, AutoModel
+
+from .configuration_mote import MoteConfig
+from .modeling_mote import MoteForConditionalGeneration
+
+AutoConfig.register(MoteConfig.model_type, MoteConfig, exist_ok=True)
+AutoModel.register(MoteConfig, MoteForConditionalGeneration, exist_ok=True)
+
+__all__ = ["MoteConfig", "MoteForConditionalGeneration"]

@@ -1,0 +1,84 @@
+"""UpcycledMoeConfig: a dense decoder's config plus the plan that turned its FFNs into MoE layers."""
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from ...ffn_adapters import ARCHITECTURES
+from ...upcycle import UpcyclePlan
+
+
+@strict
+class UpcycledMoeConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`UpcycledMoeForCausalLM`]: the dense base model's own config (`text_config`, any
+    supported architecture: llama, mistral, qwen2, qwen3, gemma3_text, phi3, gpt2) and the
+    [`zoo.UpcyclePlan`] (`plan`, stored as a dict) that replaced its FFNs with MoE layers. The
+    model is rebuilt from these two, so a saved upcycled model loads with `AutoModelForCausalLM`.
+
+    The sub-config is called `text_config` (transformers' name for the language part of a composite
+    model), so `generate()`, caches and `resize_token_embeddings` find the decoder's sizes there.
+
+    Args:
+        text_config (`dict` or `PreTrainedConfig`): the dense base model's config.
+        plan (`dict` or `UpcyclePlan`): how the FFNs were upcycled (default: "top2-of-4").
+        router_aux_loss_coef (`float`, *optional*): weight of the load-balancing loss added to the LM loss
+            whenever labels are given; defaults to the plan's value (0.001 Mixtral, 0.01 MoE-LLaVA / XMoE).
+        router_z_loss_coef (`float`, *optional*): weight of the router z-loss; defaults to the plan's value.
+        output_router_logits (`bool`): return every MoE layer's router logits by default.
+
+    ```python
+    >>> import zoo
+    >>> from transformers import LlamaConfig
+    >>> config = zoo.models.upcycled.UpcycledMoeConfig(text_config=LlamaConfig(), plan=zoo.PLANS["top2-of-4"])
+    ```"""
+
+    model_type = "zoo_upcycled_moe"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    text_config: dict | PreTrainedConfig | None = None
+    plan: dict | UpcyclePlan | None = None
+    router_aux_loss_coef: float | None = None
+    router_z_loss_coef: float | None = None
+    output_router_logits: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.text_config.model_type not in ARCHITECTURES:
+            raise ValueError(
+                f"UpcycledMoeConfig.text_config: architecture {self.text_config.model_type!r} cannot be upcycled; "
+                f"supported: {sorted(ARCHITECTURES)}"
+            )
+        if self.plan is None:
+            plan = UpcyclePlan()
+        elif isinstance(self.plan, UpcyclePlan):
+            plan = self.plan
+        else:
+            plan = UpcyclePlan.from_dict(self.plan)  # validates every field
+        self.plan = plan.to_dict()
+        if self.router_aux_loss_coef is None:
+            self.router_aux_loss_coef = plan.router_aux_loss_coef
+        if self.router_z_loss_coef is None:
+            self.router_z_loss_coef = plan.router_z_loss_coef
+        for name in ("router_aux_loss_coef", "router_z_loss_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"UpcycledMoeConfig.{name} must be >= 0, got {getattr(self, name)}")
+        # the decoder's embeddings are tied (or not) by the base model itself
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    @property
+    def upcycle_plan(self) -> UpcyclePlan:
+        return UpcyclePlan.from_dict(self.plan)
+
+    @property
+    def num_experts(self) -> int:
+        return self.plan["num_experts"]
+
+    @property
+    def num_experts_per_tok(self) -> int:
+        return self.plan["num_experts_per_tok"]
+
+
+__all__ = ["UpcycledMoeConfig"]

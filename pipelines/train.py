@@ -1,0 +1,90 @@
+"""Training recipes by (system, recipe) name, for `zoo train SYSTEM --recipe NAME`, and held-out
+evaluations by system, for `zoo eval SYSTEM`.
+
+A system's recipe module registers its entries when imported; `RECIPE_MODULES` says which module to
+import for a system so the CLI stays cheap until a recipe is asked for. To add a system, append one
+line to RECIPE_MODULES and decorate its recipes with `@recipe("system", "name")`.
+
+A recipe is `fn(options: TrainOptions) -> dict` (the figures it measured, printed by the CLI).
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainOptions:
+    output_dir: Path | None = None  # None: the recipe's default under the user cache
+    resume: bool = False  # continue from the last checkpoint in output_dir
+    max_steps: int | None = None  # override the recipe's step count (smoke tests)
+    seed: int = 0
+    extra: dict[str, object] = field(default_factory=dict)  # recipe-specific switches (--set key=value)
+
+
+Recipe = Callable[[TrainOptions], dict]
+RECIPES: dict[tuple[str, str], Recipe] = {}
+RECIPE_MODULES: dict[str, str] = {
+    "mofme": "zoo.pipelines.train_mofme",
+    **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe-llava", "dense-vl")},  # vision-language (issue 4)
+}
+
+
+def recipe(system: str, name: str):
+    def register(fn: Recipe) -> Recipe:
+        RECIPES[(system, name)] = fn
+        return fn
+    return register
+
+
+def get_recipe(system: str, name: str) -> Recipe:
+    if system not in RECIPE_MODULES:
+        raise ValueError(f"no training recipes for system {system!r}; known systems: {sorted(RECIPE_MODULES)}")
+    importlib.import_module(RECIPE_MODULES[system])
+    if (system, name) not in RECIPES:
+        names = sorted(r for s, r in RECIPES if s == system)
+        raise ValueError(f"system {system!r} has no recipe {name!r}; known: {names}")
+    return RECIPES[(system, name)]
+
+
+def parse_extra(pairs: list[str]) -> dict[str, object]:
+    """['perceptual=0.04', 'ship=true'] -> {'perceptual': 0.04, 'ship': True}."""
+    extra: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            extra[key] = lowered == "true"
+        else:
+            try:
+                extra[key] = int(value)
+            except ValueError:
+                try:
+                    extra[key] = float(value)
+                except ValueError:
+                    extra[key] = value
+    return extra
+
+
+# -- evaluations: `zoo eval SYSTEM` ---------------------------------------------------------------
+Evaluation = Callable[[Path | None], dict]
+EVALUATIONS: dict[str, Evaluation] = {}
+
+
+def evaluation(system: str):
+    def register(fn: Evaluation) -> Evaluation:
+        EVALUATIONS[system] = fn
+        return fn
+    return register
+
+
+def get_evaluation(system: str) -> Evaluation:
+    if system in RECIPE_MODULES:
+        importlib.import_module(RECIPE_MODULES[system])
+    if system not in EVALUATIONS:
+        raise ValueError(f"no evaluation for system {system!r}; known: {sorted(EVALUATIONS) or sorted(RECIPE_MODULES)}")
+    return EVALUATIONS[system]

@@ -1,0 +1,137 @@
+"""`zoo train {moiie,mote,moe-llava,dense-vl} --recipe tiny`: easy-VQA, SmolLM2-135M + MobileNetV2.
+
+    stage 1  projector only (tower + LLM frozen, dense LLM), lr 1e-3   -- identical for every system, so
+             its checkpoint is shared: the first system to run it saves it, the others resume from it
+    stage 2  upcycle the system's MoE layers from the dense FFNs, then train projector + routers +
+             per-expert LoRA deltas (rank 8) on the same data, lr 2e-4
+    eval     easy-VQA test, a fixed 2,000-question subset (seed 0), greedy exact match
+
+Runs through accelerate (bf16 autocast on CPU) with tqdm bars; every `save_every` steps a checkpoint
+(trainable tensors + optimizer + step) is written, and `--resume` continues from it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from zoo.assets import cache_dir
+
+from . import vl_easyvqa as vqa
+from .train import TrainOptions, evaluation, recipe
+
+TINY = {"stage1_steps": 150, "stage2_steps": 150, "batch_size": 32, "lr1": 1e-3, "lr2": 2e-4,
+        "eval_questions": 2000, "save_every": 50}
+
+
+def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume: bool, seed: int, label: str):
+    """Train `names` for `steps`; checkpoint + resume under `directory`. Returns the mean loss of the last 20 steps."""
+    from accelerate import Accelerator
+
+    vqa.set_trainable(model, names)
+    params = [p for n, p in model.named_parameters() if n in set(names)]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    checkpoint = directory / "checkpoint.pt"
+    step = 0
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, v in state["params"].items():
+                named[n].copy_(v)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+    rng = random.Random(seed * 1000 + step)
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(total=steps, initial=step, desc=label, unit="step")
+    while step < steps:
+        batch = data.batch(rng.sample(range(len(data)), batch_size))
+        with accelerator.autocast():
+            out = model(**batch)
+        accelerator.backward(out.loss)
+        optimizer.step(), scheduler.step(), optimizer.zero_grad()
+        step += 1
+        losses.append(out.loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        if step % TINY["save_every"] == 0 or step == steps:
+            directory.mkdir(parents=True, exist_ok=True)
+            torch.save({"params": {n: p.detach() for n, p in model.named_parameters() if n in set(names)},
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step},
+                       checkpoint)
+    bar.close()
+    return sum(losses[-20:]) / max(1, len(losses[-20:]))
+
+
+def train_system(system: str, options: TrainOptions) -> dict:
+    settings = {**TINY, **{k: v for k, v in options.extra.items() if k in TINY}}
+    if options.max_steps is not None:
+        settings["stage1_steps"] = settings["stage2_steps"] = options.max_steps
+    root = Path(options.output_dir or cache_dir() / "runs" / "vl-easyvqa")
+    torch.manual_seed(options.seed)
+    started = time.time()
+    lm, tokenizer = vqa.load_base()
+
+    # stage 1: projector only on the dense model (shared by every system)
+    stage1_dir = root / f"stage1-{settings['stage1_steps']}x{settings['batch_size']}-seed{options.seed}"
+    dense, processor = vqa.build("dense-vl", lm, tokenizer, moe_layers="none")
+    train_data = vqa.EasyVqa("train", processor)
+    stage1_done = stage1_dir / "projector.safetensors"
+    if stage1_done.is_file():
+        print(f"stage 1: reusing {stage1_done}")
+        vqa.load_parts(dense, stage1_done)
+    else:
+        run_stage(dense, train_data, [n for n in vqa.trainable_names(dense) if n.startswith("connector.")],
+                  settings["stage1_steps"], settings["lr1"], settings["batch_size"], stage1_dir, True, options.seed,
+                  "stage 1 (projector)")
+        vqa.save_parts(dense, stage1_done)
+    connector_state = dense.connector.state_dict()
+    del dense
+
+    # stage 2: upcycle and train projector + routers + expert LoRA
+    model, processor = vqa.build(system, lm, tokenizer)
+    model.connector.load_state_dict(connector_state)
+    stage2_dir = root / f"{system}-stage2"
+    names = vqa.trainable_names(model)
+    trainable = vqa.set_trainable(model, names)
+    loss = run_stage(model, train_data, names, settings["stage2_steps"], settings["lr2"], settings["batch_size"],
+                     stage2_dir, options.resume, options.seed, f"stage 2 ({system})")
+    train_minutes = (time.time() - started) / 60
+
+    test = vqa.EasyVqa("test", processor, limit=settings["eval_questions"])
+    acc = vqa.accuracy(model, test, progress=lambda it: tqdm(it, desc="easy-VQA test", unit="batch"))
+    metadata = {"system": system, "easyvqa_test_accuracy": acc, "eval_questions": len(test),
+                "stage1_steps": settings["stage1_steps"], "stage2_steps": settings["stage2_steps"],
+                "batch_size": settings["batch_size"], "trainable_params": trainable,
+                "train_minutes": round(train_minutes, 1), "final_train_loss": round(loss, 4)}
+    parts = root / f"{system}-easyvqa-tiny.safetensors"
+    vqa.save_parts(model, parts, metadata)
+    if options.extra.get("ship"):
+        shutil.copy(parts, vqa.shipped_path(system))
+    (root / f"{system}-results.json").write_text(json.dumps(metadata, indent=2))
+    return {**metadata, "parts": str(parts)}
+
+
+for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
+    recipe(_system, "tiny")(lambda options, _s=_system: train_system(_s, options))
+
+
+def evaluate_shipped(system: str, questions: int | None = 2000) -> dict:
+    model, processor, metadata = vqa.load_shipped(system)
+    test = vqa.EasyVqa("test", processor, limit=questions)
+    return {"system": system, "easyvqa_test_accuracy": vqa.accuracy(model, test), "eval_questions": len(test),
+            "trained": metadata}
+
+
+for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
+    evaluation(_system)(lambda output_dir, _s=_system: evaluate_shipped(_s))

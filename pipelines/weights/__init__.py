@@ -1,0 +1,1 @@
+"""Trained weights shipped with the package (small safetensors files; see each producer)."""

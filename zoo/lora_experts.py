@@ -1,0 +1,83 @@
+"""LoRA experts (Uni-MoE): one frozen copy of the dense FFN shared by all experts, and per expert a
+trainable low-rank delta on each projection. Expert e computes
+
+    [gate; up] = W_gu x + s * B_gu[e] A_gu[e] x                      W_gu [2I, H] frozen, A [E, r, H], B [E, 2I, r]
+    y          = W_d h  + s * B_d[e]  A_d[e]  h,  h = act(gate) * up  W_d  [H, I]  frozen, A [E, r, I], B [E, H, r]
+
+with s = alpha / r. The deltas are stacked [E, ., .] parameters run through `groups.linear`, so a
+token computes only the deltas of its own experts; B starts at zero, so every expert starts as the
+dense FFN and copy-upcycling with renormalised top-k preserves the function. Expert kind "lora"
+(`UpcyclePlan(expert_kind="lora", expert_options={"rank": 8, "alpha": 16})`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .experts import ExpertBank, activation
+from .ffn_adapters import FFNWeights
+from .upcycle import UpcyclePlan, register_expert_kind
+
+
+class LoRAExperts(ExpertBank):
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, rank: int = 8,
+                 alpha: float = 16.0, act: str = "silu"):
+        super().__init__(num_experts, hidden_size, intermediate_size)
+        if not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f"LoRAExperts rank must be a positive integer, got {rank!r}")
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.act_fn = activation(act)
+        # the shared dense FFN, frozen (Uni-MoE trains only the deltas and the router)
+        self.gate_up_proj = nn.Parameter(torch.empty(2 * intermediate_size, hidden_size), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.empty(hidden_size, intermediate_size), requires_grad=False)
+        self.gate_up_lora_A = nn.Parameter(torch.empty(num_experts, rank, hidden_size))
+        self.gate_up_lora_B = nn.Parameter(torch.zeros(num_experts, 2 * intermediate_size, rank))
+        self.down_lora_A = nn.Parameter(torch.empty(num_experts, rank, intermediate_size))
+        self.down_lora_B = nn.Parameter(torch.zeros(num_experts, hidden_size, rank))
+        for a in (self.gate_up_lora_A, self.down_lora_A):
+            for e in range(num_experts):  # PEFT's LoRA init: kaiming-uniform A, zero B
+                nn.init.kaiming_uniform_(a[e], a=math.sqrt(5))
+        nn.init.normal_(self.gate_up_proj, std=0.02)
+        nn.init.normal_(self.down_proj, std=0.02)
+
+    def _linear(self, x, weight, lora_a, lora_b, groups):
+        if groups.backend != "eager" and (self.rank * x.element_size()) % 16:
+            # grouped_mm needs 16-byte aligned rows; a [N, r] activation with a small odd rank is not
+            groups = dataclasses.replace(groups, backend="eager")
+        delta = groups.linear(groups.linear(x, lora_a), lora_b)  # [N, out], expert e's B_e A_e x
+        return F.linear(x, weight) + self.scaling * delta
+
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:  # x [N, H] sorted by expert
+        gate, up = self._linear(x, self.gate_up_proj, self.gate_up_lora_A, self.gate_up_lora_B, groups).chunk(2, dim=-1)
+        h = self.act_fn(gate) * up  # [N, I]
+        return self._linear(h, self.down_proj, self.down_lora_A, self.down_lora_B, groups)  # [N, H]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", rank={self.rank}, scaling={self.scaling}"
+
+
+def build_lora_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> LoRAExperts:
+    first = parts[0]
+    if first.kind != "glu":
+        raise ValueError(f"expert kind 'lora' needs a gated (SwiGLU/GeGLU) FFN; this architecture's FFN is {first.kind!r}")
+    if plan.experts != "copy" or plan.scale != 1.0:
+        raise ValueError("expert kind 'lora' shares one frozen copy of the dense FFN: use experts='copy' and no expert_scale")
+    options = dict(plan.expert_options)
+    unknown = sorted(set(options) - {"rank", "alpha"})
+    if unknown:
+        raise ValueError(f"UpcyclePlan.expert_options {unknown} are not options of expert kind 'lora' (rank, alpha)")
+    bank = LoRAExperts(len(parts), first.hidden_size, first.intermediate_size, act=first.act, **options)
+    bank.to(device=first.up.device, dtype=first.up.dtype)
+    if first.up.device.type != "meta":
+        with torch.no_grad():
+            bank.gate_up_proj.copy_(torch.cat([first.gate, first.up], dim=0))
+            bank.down_proj.copy_(first.down)
+    return bank
+
+
+register_expert_kind("lora", build_lora_experts)

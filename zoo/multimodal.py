@@ -1,0 +1,162 @@
+"""Images and text into one token sequence for an LLM whose routers read a per-token modality id.
+
+    images  --load_image/preprocess-->  pixel_values [n_img, 3, S, S]
+    text with "<image>"  --processor-->  input_ids [B, L]: each "<image>" expanded to N placeholder ids
+    tower + connector(pixel_values)  ->  image_features [n_img, N, H]
+    splice_image_features(...)       ->  inputs_embeds [B, L, H], modality_ids [B, L] (text 0, image 1)
+
+Bad input never reaches the model: a file that is not an image, a wrong number of images for the
+placeholders, or an image beyond MAX_IMAGE_PIXELS each raise a ValueError naming the problem.
+Images larger than MAX_IMAGE_SIDE on their longer side are shrunk first (they are resized to the
+tower's input size anyway; this bounds memory while decoding).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .routing import MODALITY_IDS
+
+IMAGE_TOKEN = "<image>"
+MAX_IMAGE_SIDE = 4096  # longer side beyond this is shrunk before anything else
+MAX_IMAGE_PIXELS = 64_000_000  # beyond this a file is refused (PIL's decompression-bomb guard)
+
+
+def load_image(image) -> Image.Image:
+    """PIL image, path, bytes or HxWx3 uint8 array -> RGB PIL image, shrunk to MAX_IMAGE_SIDE."""
+    if isinstance(image, (str, os.PathLike)):
+        if not pathlib.Path(image).is_file():
+            raise ValueError(f"image file {str(image)!r} does not exist")
+        image = pathlib.Path(image).read_bytes()
+    if isinstance(image, (bytes, bytearray)):
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS
+        try:
+            image = Image.open(io.BytesIO(image))
+            image.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode already shrunk
+            image.load()
+        except UnidentifiedImageError:
+            raise ValueError("the uploaded file is not an image PIL can read") from None
+        except Image.DecompressionBombError:
+            raise ValueError(f"image has more than {MAX_IMAGE_PIXELS:,} pixels; refused") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    elif isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"an image array must be HxWx3 (or 4) uint8, got shape {image.shape} dtype {image.dtype}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected an image (PIL image, path, bytes or array), got {type(image).__name__}")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image is {image.width}x{image.height}, more than {MAX_IMAGE_PIXELS:,} pixels; refused")
+    if max(image.size) > MAX_IMAGE_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+    return image.convert("RGB")
+
+
+def preprocess_images(images: Sequence, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """-> pixel_values [n, 3, size, size] float32: bicubic resize (no crop), scale to [0, 1], normalise."""
+    pixels = []
+    for image in images:
+        image = load_image(image).resize((size, size), Image.BICUBIC)
+        pixels.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    if not pixels:
+        return torch.empty(0, 3, size, size)
+    stacked = torch.stack(pixels)
+    return (stacked - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def splice_image_features(
+    input_ids: torch.Tensor,  # [B, L], image placeholders = image_token_id
+    text_embeds: torch.Tensor,  # [B, L, H], embeddings of the text ids (placeholder rows are overwritten)
+    image_features: torch.Tensor | None,  # [n_img, N, H], in reading order
+    image_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write image features into the placeholder positions; -> (inputs_embeds [B, L, H], modality_ids [B, L])."""
+    is_image = input_ids == image_token_id  # [B, L]
+    placeholders = int(is_image.sum())
+    provided = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
+    if placeholders != provided:
+        per_image = 0 if image_features is None else image_features.shape[1]
+        images = 0 if image_features is None else image_features.shape[0]
+        raise ValueError(
+            f"the text has {placeholders} image placeholder tokens but {images} image(s) x {per_image} tokens "
+            f"= {provided} image features were given (one {IMAGE_TOKEN} per image, expanded by the processor)"
+        )
+    modality_ids = torch.full_like(input_ids, MODALITY_IDS["text"])
+    if provided == 0:
+        return text_embeds, modality_ids
+    modality_ids[is_image] = MODALITY_IDS["image"]
+    embeds = text_embeds.masked_scatter(is_image[..., None], image_features.to(text_embeds.dtype))
+    return embeds, modality_ids
+
+
+class VisionLanguageProcessor:
+    """(images, text with <image>, chat template) -> input_ids, attention_mask, pixel_values.
+
+    The tokenizer gets IMAGE_TOKEN as an added special token; each occurrence in the text is
+    expanded to `num_image_tokens` copies so the model can splice the features 1:1.
+    """
+
+    config_name = "processor_config.json"
+
+    def __init__(self, tokenizer, image_size: int, image_mean, image_std, num_image_tokens: int,
+                 chat_template: str | None = None):
+        if num_image_tokens <= 0:
+            raise ValueError(f"num_image_tokens must be positive, got {num_image_tokens}")
+        self.tokenizer = tokenizer
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.image_size, self.image_mean, self.image_std = image_size, tuple(image_mean), tuple(image_std)
+        self.num_image_tokens = num_image_tokens
+        self.chat_template = chat_template
+
+    def prompt(self, question: str, answer: str | None = None) -> str:
+        """One user turn with one image; the answer (training) follows the assistant header."""
+        messages = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{question}"}]
+        text = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
+        )
+        return text if answer is None else text + answer
+
+    def __call__(self, images: Sequence | None = None, text: str | Sequence[str] = "", padding_side: str = "right"):
+        texts = [text] if isinstance(text, str) else list(text)
+        images = [] if images is None else ([images] if not isinstance(images, (list, tuple)) else list(images))
+        placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
+        if placeholders != len(images):
+            raise ValueError(f"{len(images)} image(s) given but the text has {placeholders} {IMAGE_TOKEN} placeholder(s)")
+        expanded = [t.replace(IMAGE_TOKEN, IMAGE_TOKEN * self.num_image_tokens) for t in texts]
+        self.tokenizer.padding_side = padding_side
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch["pixel_values"] = preprocess_images(images, self.image_size, self.image_mean, self.image_std)
+        return batch
+
+    # -- save / load next to the model -----------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "image_mean": list(self.image_mean), "image_std": list(self.image_std),
+                "num_image_tokens": self.num_image_tokens, "chat_template": self.chat_template}
+
+    def save_pretrained(self, directory) -> None:
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / self.config_name).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        from transformers import AutoTokenizer
+
+        path = pathlib.Path(directory) / cls.config_name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: not a saved VisionLanguageProcessor")
+        return cls(AutoTokenizer.from_pretrained(directory), **json.loads(path.read_text()))

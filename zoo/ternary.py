@@ -1,0 +1,218 @@
+"""Ternary experts (MoTE, BitNet b1.58 quantiser) and int8 weight-only PTQ for the full-precision rest.
+
+Training (quantisation-aware, latent full-precision weights, straight-through estimator):
+    W_q = s * clamp(round(W / s), -1, 1),  s = mean|W| per expert (absmean)      W_ste = W + sg(W_q - W)
+    x_q = a * clamp(round(x / a), -128, 127), a = max|x| / 127 per token (absmax)  x_ste = x + sg(x_q - x)
+Inference / checkpoints: codes + 1 in {0, 1, 2}, four per byte (2 bits/weight) + one fp32 scale per
+expert matrix, unpacked on the fly only for the experts that received tokens (`ternary_packed`
+grouped-linear backend, registered with zoo.dispatch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .dispatch import eager_grouped_linear, register_backend
+from .experts import ExpertBank, activation
+
+
+# -- quantisers ---------------------------------------------------------------------------------
+def ternary_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [E, out, in] -> codes int8 in {-1, 0, 1} [E, out, in], scale fp32 [E] (absmean)."""
+    scale = weight.detach().float().abs().mean(dim=(1, 2)).clamp_min(1e-8)  # [E]
+    codes = (weight.detach().float() / scale[:, None, None]).round().clamp(-1, 1).to(torch.int8)
+    return codes, scale
+
+
+def ternary_ste(weight: torch.Tensor) -> torch.Tensor:
+    """Fake-quantised weights with an identity gradient to the latent weights."""
+    codes, scale = ternary_codes(weight)
+    quantised = (codes.float() * scale[:, None, None]).to(weight.dtype)
+    return weight + (quantised - weight).detach()
+
+
+def int8_activations_ste(x: torch.Tensor) -> torch.Tensor:
+    """Per-token absmax int8 fake quantisation of [N, d] activations (identity gradient)."""
+    step = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-5) / 127.0
+    quantised = (x.detach() / step).round().clamp(-128, 127) * step
+    return x + (quantised - x).detach()
+
+
+# -- 2-bit packing --------------------------------------------------------------------------------
+def pack_ternary(codes: torch.Tensor) -> torch.Tensor:
+    """codes int8 [E, out, in] in {-1,0,1} -> uint8 [E, ceil(out*in/4)] (four 2-bit values per byte, low bits first)."""
+    flat = (codes.reshape(codes.shape[0], -1) + 1).to(torch.uint8)  # {0, 1, 2}
+    pad = (-flat.shape[1]) % 4
+    flat = F.pad(flat, (0, pad)).view(flat.shape[0], -1, 4)
+    return flat[..., 0] | (flat[..., 1] << 2) | (flat[..., 2] << 4) | (flat[..., 3] << 6)
+
+
+def unpack_ternary(packed: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """uint8 [n] (one expert) -> int8 codes [out, in]."""
+    values = torch.stack([(packed >> shift) & 3 for shift in (0, 2, 4, 6)], dim=-1).reshape(-1)
+    return (values[: shape[0] * shape[1]].to(torch.int8) - 1).view(shape)
+
+
+@dataclass
+class PackedTernary:
+    """E packed ternary matrices of one shape: what a grouped-linear backend receives as `weight`."""
+
+    packed: torch.Tensor  # [E, ceil(out*in/4)] uint8
+    scale: torch.Tensor  # [E] fp32
+    shape: tuple[int, int]  # (out, in)
+
+    def dequantize(self, expert: int, dtype=torch.float32) -> torch.Tensor:
+        return unpack_ternary(self.packed[expert], self.shape).to(dtype) * self.scale[expert].to(dtype)
+
+    def bits_per_weight(self) -> float:
+        bits = self.packed.numel() * 8 + self.scale.numel() * 32
+        return bits / (self.packed.shape[0] * self.shape[0] * self.shape[1])
+
+
+def packed_ternary_linear(x, weight, bias, groups) -> torch.Tensor:
+    """Grouped linear over packed ternary weights: unpack only experts with rows; tensors go to eager."""
+    if not isinstance(weight, PackedTernary):
+        return eager_grouped_linear(x, weight, bias, groups)
+    pieces = [F.linear(x[s:t], weight.dequantize(e, x.dtype), None if bias is None else bias[e])
+              for e, s, t in groups.ranges()]
+    return torch.cat(pieces, dim=0) if pieces else x.new_zeros(x.shape[0], weight.shape[0])
+
+
+register_backend("ternary_packed", packed_ternary_linear)
+
+
+# -- expert weights: full latent or frozen base + per-expert low-rank delta -------------------------
+class LowRankExpertWeights(nn.Module):
+    """W_e = base + (alpha / r) * B_e A_e: E experts upcycled from one frozen matrix, trained as LoRA
+    deltas (only A, B are trainable, so a trained bank ships in a few MB). B starts at zero."""
+
+    def __init__(self, base: torch.Tensor, num_experts: int, rank: int, alpha: float | None = None):
+        super().__init__()
+        if rank <= 0:
+            raise ValueError(f"lora rank must be positive, got {rank}")
+        out_features, in_features = base.shape
+        self.register_buffer("base", base.detach().clone())  # [out, in]
+        self.lora_A = nn.Parameter(torch.empty(num_experts, rank, in_features, device=base.device))
+        self.lora_B = nn.Parameter(torch.zeros(num_experts, out_features, rank, device=base.device))
+        if not self.lora_A.is_meta:
+            nn.init.kaiming_uniform_(self.lora_A.view(-1, in_features), a=math.sqrt(5))
+        self.scaling = (alpha if alpha is not None else rank) / rank
+
+    def forward(self) -> torch.Tensor:  # [E, out, in]
+        return self.base + self.scaling * torch.bmm(self.lora_B, self.lora_A)
+
+
+def expert_matrix(num_experts: int, base: torch.Tensor, lora_rank: int | None) -> nn.Module | nn.Parameter:
+    """Copied full experts (a Parameter [E, out, in]) or low-rank deltas over the shared base."""
+    if lora_rank is None:
+        return nn.Parameter(base.detach()[None].repeat(num_experts, 1, 1).clone())
+    return LowRankExpertWeights(base, num_experts, lora_rank)
+
+
+def materialise(weight) -> torch.Tensor:
+    """[E, out, in] weights, in the autocast dtype when autocast is on (grouped_mm is not autocast-aware)."""
+    weight = weight() if isinstance(weight, LowRankExpertWeights) else weight
+    if torch.is_autocast_enabled(weight.device.type):
+        weight = weight.to(torch.get_autocast_dtype(weight.device.type))
+    return weight
+
+
+class UpcycledGLUExperts(ExpertBank):
+    """Full-precision SwiGLU experts copied from one dense FFN (gate_up [2I, H], down [H, I]):
+    `lora_rank=None` copies the weights (MoE-LLaVA, MoIIE), an int trains per-expert LoRA deltas."""
+
+    def __init__(self, num_experts: int, gate_up: torch.Tensor, down: torch.Tensor, act: str = "silu",
+                 lora_rank: int | None = None):
+        super().__init__(num_experts, gate_up.shape[1], down.shape[1])
+        self.gate_up_proj = expert_matrix(num_experts, gate_up, lora_rank)
+        self.down_proj = expert_matrix(num_experts, down, lora_rank)
+        self.act_fn = activation(act)
+
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
+        gate_up, down = materialise(self.gate_up_proj), materialise(self.down_proj)
+        gate, up = groups.linear(x.to(gate_up.dtype), gate_up).chunk(2, dim=-1)  # [N, I] each
+        return groups.linear(self.act_fn(gate) * up, down)  # [N, H]
+
+
+class TernaryGLUExperts(UpcycledGLUExperts):
+    """SwiGLU experts with ternary weights and int8 activations (MoTE). Train on latent weights
+    (full or LoRA over the dense FFN); `pack_()` freezes them into 2-bit codes for inference."""
+
+    def __init__(self, num_experts: int, gate_up: torch.Tensor, down: torch.Tensor, act: str = "silu",
+                 lora_rank: int | None = None, packed: bool = False):
+        super().__init__(num_experts, gate_up, down, act, lora_rank)
+        self.packed = False
+        if packed:
+            self.pack_()
+
+    def quantised(self, name: str):
+        if self.packed:
+            return PackedTernary(getattr(self, f"{name}_packed"), getattr(self, f"{name}_scale"),
+                                 tuple(getattr(self, f"{name}_shape").tolist()))
+        return ternary_ste(materialise(getattr(self, name)))
+
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
+        if self.packed and groups.backend != "ternary_packed":
+            raise ValueError(f"packed ternary experts need dispatch_backend='ternary_packed', got {groups.backend!r}")
+        gate, up = groups.linear(int8_activations_ste(x), self.quantised("gate_up_proj")).chunk(2, dim=-1)
+        return groups.linear(int8_activations_ste(self.act_fn(gate) * up), self.quantised("down_proj"))
+
+    @torch.no_grad()
+    def pack_(self) -> "TernaryGLUExperts":
+        """Replace the latent weights by 2-bit codes + scales (saved as buffers; irreversible)."""
+        for name in ("gate_up_proj", "down_proj"):
+            weight = materialise(getattr(self, name))
+            if weight.is_meta:
+                packed = torch.empty(weight.shape[0], math.ceil(weight.shape[1] * weight.shape[2] / 4), dtype=torch.uint8, device="meta")
+                scale = torch.empty(weight.shape[0], device="meta")
+            else:
+                codes, scale = ternary_codes(weight)
+                packed = pack_ternary(codes)
+            shape = torch.tensor(weight.shape[1:])
+            delattr(self, name)
+            self.register_buffer(f"{name}_packed", packed)
+            self.register_buffer(f"{name}_scale", scale)
+            self.register_buffer(f"{name}_shape", shape, persistent=False)
+        self.packed = True
+        return self
+
+    def bits_per_weight(self) -> float:
+        if not self.packed:
+            raise ValueError("bits_per_weight is defined for packed experts; call pack_() first")
+        bits = sum(b.numel() * b.element_size() * 8 for n, b in self.named_buffers() if n.endswith(("_packed", "_scale")))
+        weights = self.num_experts * 3 * self.hidden_size * self.intermediate_size
+        return bits / weights
+
+
+# -- int8 weight-only PTQ ---------------------------------------------------------------------------
+class Int8Linear(nn.Module):
+    """Weight-only int8 (per output channel absmax); computes in the input's dtype."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp_min(1e-8) / 127.0  # [out]
+        self.register_buffer("weight_int8", (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight_int8.to(x.dtype) * self.weight_scale.to(x.dtype)[:, None]
+        return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+
+
+def quantize_int8_(module: nn.Module, include=lambda name: True) -> list[str]:
+    """Swap every nn.Linear whose qualified name passes `include` for an Int8Linear; returns the names."""
+    swapped = []
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            full = f"{name}.{attr}" if name else attr
+            if type(sub) is nn.Linear and include(full):
+                setattr(child, attr, Int8Linear(sub))
+                swapped.append(full)
+    return swapped
