@@ -103,7 +103,10 @@ def run_restoration(upload, sample: str | None, effect: str, severity: float, se
     result = restore_image(model, processor, degraded)
     patch = processor.patch_size
     lines = [f"**Input:** {source}, {image.shape[1]}x{image.shape[0]} px; degradation: {how}."]
-    if clean is not None:
+    if clean is not None and np.array_equal(clean, degraded):
+        lines.append("Severity 0: the input is the clean photo, so PSNR of the input is infinite; "
+                     f"restored vs clean: {psnr(clean, result.image):.2f} dB.")
+    elif clean is not None:
         lines.append(f"**PSNR / SSIM vs clean:** degraded {psnr(clean, degraded):.2f} dB / {ssim(clean, degraded):.3f} → "
                      f"restored **{psnr(clean, result.image):.2f} dB** / {ssim(clean, result.image):.3f}")
     else:

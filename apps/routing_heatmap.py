@@ -32,7 +32,7 @@ def routing_figure(trace: RoutingTrace) -> Figure:
     ax_used.set_title(f"experts used (mean {trace.mean_experts_per_token:.2f} of {trace.num_experts})")
     labels = _token_labels(trace.tokens)
     for ax in (ax_top, ax_used):
-        ax.set_xticks(range(num_tokens), labels, rotation=90, fontsize=7)
+        ax.set_xticks(range(num_tokens), labels, rotation=90, fontsize=9)
         ax.set_yticks(range(0, num_layers, max(1, num_layers // 15)))
         ax.set_ylabel("MoE layer")
     fig.tight_layout()

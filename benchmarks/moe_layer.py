@@ -11,6 +11,7 @@ dense SwiGLU FFN doing the same FLOPs (intermediate size k*I) measured in the sa
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -44,17 +45,23 @@ def machine() -> str:
             f"transformers {transformers.__version__}, load average at start {load}")
 
 
-def median_seconds(fn, repeats: int) -> float:
-    start = time.perf_counter()
-    fn()  # warmup
-    if time.perf_counter() - start > SLOW_CALL_S:
-        repeats = 1
-    times = []
-    for _ in range(repeats):
+def median_seconds(fns: dict[str, object], repeats: int) -> dict[str, float]:
+    """Median wall time of each function. The functions take turns within every repeat, so a load
+    change on the (shared) machine hits all of them alike and the ratios stay meaningful."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for name, fn in fns.items():  # warmup
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        if time.perf_counter() - start > SLOW_CALL_S:
+            times[name].append(time.perf_counter() - start)  # too slow to repeat: the warmup counts
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if times[name] and times[name][0] > SLOW_CALL_S:
+                continue
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_pair(num_experts: int, top_k: int, hidden: int, inter: int, dtype: torch.dtype):
@@ -120,15 +127,15 @@ def time_shape(num_experts, top_k, hidden, inter, dtype_name, repeats) -> list[d
         xs = x.clone().requires_grad_(backward)
         row = {"shape": f"E={num_experts},k={top_k},H={hidden},I={inter}", "dtype": dtype_name,
                "mode": "fwd+bwd" if backward else "fwd", "flops": flops * (3 if backward else 1)}
-        row["zoo"] = median_seconds(make_step(lambda h: zoo(h)[0], list(zoo.parameters()), xs, backward), repeats)
+        steps = {"zoo": make_step(lambda h: zoo(h)[0], list(zoo.parameters()), xs, backward)}
         for impl in HF_IMPLEMENTATIONS:
-            config._experts_implementation = impl
-            if not backward:
-                ran_grouped = uses_grouped_mm(lambda: hf(x))
-                if ran_grouped != (impl == "grouped_mm"):
-                    raise RuntimeError(f"transformers experts implementation {impl!r} did not run the expected path")
-            row[impl] = median_seconds(make_step(hf, list(hf.parameters()), xs, backward), repeats)
-        row["dense"] = median_seconds(make_step(dense, dense_params, xs.view(TOKENS, hidden), backward), repeats)
+            hf_copy = copy.deepcopy(hf)  # its own copy of the config, so each keeps its implementation
+            hf_copy.experts.config._experts_implementation = impl
+            if not backward and uses_grouped_mm(lambda: hf_copy(x)) != (impl == "grouped_mm"):
+                raise RuntimeError(f"transformers experts implementation {impl!r} did not run the expected path")
+            steps[impl] = make_step(hf_copy, list(hf_copy.parameters()), xs, backward)
+        steps["dense"] = make_step(dense, dense_params, xs.view(TOKENS, hidden), backward)
+        row.update(median_seconds(steps, repeats))
         rows.append(row)
     return rows
 
@@ -142,7 +149,7 @@ def time_sweep(repeats: int) -> list[dict]:
         for backward in (False, True):
             xs = x.clone().requires_grad_(backward)
             step = make_step(lambda h: zoo(h)[0], list(zoo.parameters()), xs, backward)
-            row["fwd+bwd" if backward else "fwd"] = median_seconds(step, repeats) / TOKENS
+            row["fwd+bwd" if backward else "fwd"] = median_seconds({"zoo": step}, repeats)["zoo"] / TOKENS
         rows.append(row)
     return rows
 

@@ -9,7 +9,7 @@ inference time on a batch of 240 x 240 crops, for
     code does (it multiplies unrouted experts by zero), emulated by k = E;
   * the whole network (head, transformer, decoder).
 Ratios are MoFME / MoE counterpart; the paper's abstract claims > 72% fewer parameters and 39% less
-inference time. fp32, eval mode, CPU, torch's default threads; medians of `repeats` runs after a warm-up.
+inference time. fp32, eval mode, CPU, torch's default threads; fastest of `repeats` interleaved runs after a warm-up.
 """
 from __future__ import annotations
 
@@ -27,24 +27,28 @@ from zoo.models.mofme.presets import PAPER_EXPERTS, PAPER_TOP_K, moe_ffn_paramet
 CROP = 240
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def paired_seconds(fns, repeats: int) -> list[float]:
+    """Fastest of `repeats` runs of each function, interleaved (a, b, a, b, ...) so that load from
+    other processes on this shared machine hits both sides alike; the minimum is the least disturbed run."""
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            began = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - began)
+    return best
 
 
 @torch.inference_mode()
-def block_seconds(model: MoFMEForImageRestoration, tokens: torch.Tensor, repeats: int) -> float:
-    return median_seconds(lambda: [layer.moe(tokens) for layer in model.layers], repeats)
+def block_seconds(models, tokens: torch.Tensor, repeats: int) -> list[float]:
+    return paired_seconds([lambda m=m: [layer.moe(tokens) for layer in m.layers] for m in models], repeats)
 
 
 @torch.inference_mode()
-def model_seconds(model: MoFMEForImageRestoration, pixels: torch.Tensor, repeats: int) -> float:
-    return median_seconds(lambda: model(pixel_values=pixels), repeats)
+def model_seconds(models, pixels: torch.Tensor, repeats: int) -> list[float]:
+    return paired_seconds([lambda m=m: m(pixel_values=pixels) for m in models], repeats)
 
 
 def build(num_experts: int, top_k: int, moe_type: str) -> MoFMEForImageRestoration:
@@ -55,7 +59,7 @@ def build(num_experts: int, top_k: int, moe_type: str) -> MoFMEForImageRestorati
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-model-time", action="store_true")
     parser.add_argument("--save", default=None, metavar="PATH",
                         help="also write the printed report there (models/mofme/weights/benchmark.txt feeds the model card)")
@@ -82,10 +86,9 @@ def main(argv: list[str] | None = None) -> None:
             fme, ffn = build(e, k, "fme"), build(e, k, "ffn")
             block = [moe_ffn_parameters(m) / 1e6 for m in (fme, ffn)]
             total = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (fme, ffn)]
-            sparse = [1e3 * block_seconds(m, tokens, args.repeats) for m in (fme, ffn)]
-            dense_models = [build(e, e, "fme"), build(e, e, "ffn")]
-            dense = [1e3 * block_seconds(m, tokens, args.repeats) for m in dense_models]
-            whole = [float("nan")] * 2 if args.skip_model_time else [1e3 * model_seconds(m, pixels, args.repeats) for m in (fme, ffn)]
+            sparse = [1e3 * t for t in block_seconds((fme, ffn), tokens, args.repeats)]
+            dense = [1e3 * t for t in block_seconds((build(e, e, "fme"), build(e, e, "ffn")), tokens, args.repeats)]
+            whole = [float("nan")] * 2 if args.skip_model_time else [1e3 * t for t in model_seconds((fme, ffn), pixels, args.repeats)]
             summary.append((block, total, sparse, dense, whole))
             print(f"{e:>3} {k:>2} | {block[0]:9.2f} / {block[1]:9.2f} {saved(*block)} | {total[0]:7.2f} / {total[1]:7.2f}  "
                   f"{saved(*total)} | {sparse[0]:7.1f} / {sparse[1]:7.1f}  {saved(*sparse)} | "

@@ -1,6 +1,6 @@
 """XMoE on real weights: threshold routing vs top-k over the same fine-grained experts.
 
-    python -m benchmarks.xmoe [--steps 150] [--save]        (run it under `flock /tmp/zoo-heavy.lock`)
+    python -m benchmarks.xmoe [--steps 80] [--save]        (run it under `flock /tmp/zoo-heavy.lock`)
 
 SmolLM2-135M-Instruct (zoo.assets, offline) is upcycled twice with the same experts: each dense
 FFN (1536 hidden units) is split into 16 experts of 96 units (XMoE's fine-grained experts, equal
@@ -139,16 +139,17 @@ def evaluate(model, heldout: torch.Tensor, batch_size: int = 16) -> tuple[float,
 # -- the benchmark ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--experts", type=int, default=16)
     p.add_argument("--top-k", type=int, default=8, help="top-k baseline: experts per token (default: half)")
-    p.add_argument("--threshold", type=float, default=0.9, help="XMoE threshold t (the paper's value)")
-    p.add_argument("--heldout-seqs", type=int, default=64)
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.5],
+                   help="XMoE thresholds t to train (0.9 is the paper's; 0.5 starts at top-8's compute)")
+    p.add_argument("--heldout-seqs", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", action="store_true", help=f"write the threshold routers to {ROUTERS_FILE}")
+    p.add_argument("--save", action="store_true", help=f"write the first threshold run's routers to {ROUTERS_FILE}")
     args = p.parse_args(argv)
 
     def log(text: str) -> None:
@@ -160,61 +161,59 @@ def main(argv: list[str] | None = None) -> None:
     heldout = heldout[: args.heldout_seqs]
     log(f"XMoE benchmark: SmolLM2-135M-Instruct, WordNet glosses ({len(train)} train / {len(heldout)} held-out "
         f"sequences of {args.seq_len} tokens), {args.steps} router-only steps x {args.batch_size} sequences, "
-        f"lr {args.lr}, {args.experts} experts of {1536 // args.experts} units per FFN")
+        f"lr {args.lr}, {args.experts} experts of {1536 // args.experts} units per FFN in all 30 layers")
 
     dense, _ = load_smollm2(progress=False)
     dense_loss, _ = evaluate(dense, heldout)
     del dense
     rows = [("dense SmolLM2 (all units)", dense_loss, float(args.experts), "-")]
 
-    base = xmoe_plan(args.experts, threshold=args.threshold)
-    runs = {
-        f"top-{args.top_k}": base.replace(router="top_k", num_experts_per_tok=args.top_k, normalize=False),
-        f"threshold t={args.threshold}": base,
-    }
-    curves = {}
+    # Same experts, same zero router init, same batches; only the routing rule differs. Top-k is the
+    # standard Mixtral router (renormalised weights); the threshold router uses raw probabilities (XMoE).
+    runs = {f"top-{args.top_k} (renormalised)": xmoe_plan(args.experts).replace(router="top_k", num_experts_per_tok=args.top_k)}
+    runs |= {f"threshold t={t}": xmoe_plan(args.experts, threshold=t) for t in args.thresholds}
+    sweeps = {"top_k": [("k", {"top_k": k}) for k in (12,) if k != args.top_k],
+              "threshold": [("t", {"threshold": t}) for t in (0.7,) if t not in args.thresholds]}
+    curves, saved = {}, not args.save
     for name, plan in runs.items():
         log(f"\n== {name}: training the routers")
         model = upcycled_smollm2(plan)
         loss0, k0 = evaluate(model, heldout)
-        log(f"    untrained: held-out loss {loss0:.4f}, experts/token {k0:.2f}")
+        log(f"    step 0 (untrained): held-out loss {loss0:.4f}, experts/token {k0:.2f}")
         seconds = train_routers(model, train, args.steps, args.batch_size, args.lr, args.seed, log)
         loss, k = evaluate(model, heldout)
         rows.append((name, loss, k, f"{seconds:.0f}"))
-        if plan.router == "top_k":
-            points = [(f"k={kk}", kk) for kk in (2, 4, 6, 8, 12) if kk != args.top_k]
-            set_fn = lambda v: set_routing(model, top_k=v)  # noqa: E731
-            reset = lambda: set_routing(model, top_k=args.top_k)  # noqa: E731
-        else:
-            points = [(f"t={t}", t) for t in (0.5, 0.7, 0.8, 0.95) if t != args.threshold]
-            set_fn = lambda v: set_routing(model, threshold=v)  # noqa: E731
-            reset = lambda: set_routing(model, threshold=args.threshold)  # noqa: E731
-        curve = [(f"{name} (trained)", loss, k)]
-        for label, value in points:
-            set_fn(value)
-            curve.append((f"  same router at {label}", *evaluate(model, heldout)))
-        reset()
-        curves[name] = curve
-        if args.save and plan.router == "threshold":
+        curves[name] = [(f"{name} (as trained)", loss, k)]
+        for letter, setting in sweeps[plan.router]:
+            set_routing(model, **setting)
+            curves[name].append((f"  same router at {letter}={next(iter(setting.values()))}", *evaluate(model, heldout)))
+        set_routing(model, top_k=plan.num_experts_per_tok if plan.router == "top_k" else None,
+                    threshold=plan.threshold if plan.router == "threshold" else None)
+        if not saved and plan.router == "threshold":
             path = save_routers(model, ROUTERS_FILE, steps=args.steps, corpus="WordNet glosses (wordnet-base)",
                                 heldout_loss=round(loss, 4), dense_heldout_loss=round(dense_loss, 4),
-                                experts_per_token=round(k, 2), command="python -m benchmarks.xmoe --save")
+                                experts_per_token=round(k, 2),
+                                command=" ".join(["python -m benchmarks.xmoe", *(sys.argv[1:] if argv is None else argv)]))
             log(f"    saved the routers to {path} ({path.stat().st_size / 1e6:.2f} MB)")
+            saved = True
         del model
 
     log("\n== results (held-out loss on WordNet glosses; expert FLOPs relative to the dense FFN)")
-    log(f"{'model':38s} {'loss':>8s} {'experts/token':>14s} {'expert FLOPs':>13s} {'train s':>8s}")
+    log(f"{'model':40s} {'loss':>8s} {'experts/token':>14s} {'expert FLOPs':>13s} {'train s':>8s}")
     for name, loss, k, seconds in rows:
-        log(f"{name:38s} {loss:8.4f} {k:14.2f} {k / args.experts:13.1%} {seconds:>8s}")
+        log(f"{name:40s} {loss:8.4f} {k:14.2f} {k / args.experts:13.1%} {seconds:>8s}")
     log("\n== loss vs expert FLOPs of each trained router at other settings (no retraining)")
     for curve in curves.values():
         for name, loss, k in sorted(curve, key=lambda row: row[2]):
-            log(f"{name:38s} {loss:8.4f} {k:14.2f} {k / args.experts:13.1%}")
-    (_, topk_loss, topk_k, _), (_, thr_loss, thr_k, _) = rows[1], rows[2]
-    saving = 1 - thr_k / topk_k
-    log(f"\nthreshold vs top-{args.top_k}: {saving:+.1%} fewer expert FLOPs, loss {thr_loss - topk_loss:+.4f} "
-        f"({(thr_loss - topk_loss) / topk_loss:+.1%}); paper's claim (> 50% fewer at about equal loss): "
-        f"{'met' if saving > 0.5 and thr_loss - topk_loss < 0.02 * topk_loss else 'not met'} here")
+            log(f"{name:40s} {loss:8.4f} {k:14.2f} {k / args.experts:13.1%}")
+    _, topk_loss, topk_k, _ = rows[1]
+    log("")
+    for name, loss, k, _ in rows[2:]:
+        saving = 1 - k / topk_k
+        met = saving > 0.5 and loss - topk_loss < 0.02 * topk_loss
+        log(f"{name} vs top-{args.top_k}: {saving:.1%} fewer expert FLOPs, loss {loss - topk_loss:+.4f} "
+            f"({(loss - topk_loss) / topk_loss:+.1%}); paper's claim (> 50% fewer at about equal loss): "
+            f"{'met' if met else 'not met'} here")
 
 
 if __name__ == "__main__":

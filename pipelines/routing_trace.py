@@ -40,7 +40,8 @@ class RoutingTrace:
 
 @torch.no_grad()
 def trace_routing(model, tokenizer, input_ids: torch.Tensor, start: int = 0) -> RoutingTrace:
-    """Route `input_ids` [1, S] through `model` (an UpcycledMoeForCausalLM) and keep tokens start..S-1."""
+    """Route `input_ids` [1, S] through `model` (an UpcycledMoeForCausalLM) and keep tokens start..S-1.
+    Tokens are shown as `tokenizer.decode([id])`, or as ids when `tokenizer` is None."""
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError(f"trace_routing takes one sequence, input_ids [1, S]; got shape {tuple(input_ids.shape)}")
     if not 0 <= start < input_ids.shape[1]:
@@ -56,7 +57,7 @@ def trace_routing(model, tokenizer, input_ids: torch.Tensor, start: int = 0) -> 
         used.append(mask.sum(-1).tolist())
     ids = input_ids[0, start:].tolist()
     return RoutingTrace(
-        tokens=[tokenizer.decode([i]) for i in ids],
+        tokens=[tokenizer.decode([i]) if tokenizer is not None else str(i) for i in ids],
         layers=[name for name, _ in layers],
         num_experts=layers[0][1].moe.router.num_experts,
         top_expert=top, top_weight=weight, experts_used=used,

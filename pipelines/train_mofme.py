@@ -161,10 +161,12 @@ def train_tiny(options: TrainOptions) -> dict:
 def ship(output_dir: Path, package_dir: Path) -> None:
     """Copy final weights (+ processor) and eval.json into the package folder the gallery loads from."""
     package_dir.mkdir(parents=True, exist_ok=True)
+    (package_dir / "__init__.py").touch()  # package data is shipped per package folder (setup.py)
     for variant in VARIANTS:
         target = package_dir / f"tiny-{variant}"
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(output_dir / variant / "final", target)
+        (target / "__init__.py").touch()
     shutil.copy(output_dir / "eval.json", package_dir / "eval.json")
     print(f"shipped weights to {package_dir}")

@@ -4,7 +4,7 @@
              its checkpoint is shared: the first system to run it saves it, the others resume from it
     stage 2  upcycle the system's MoE layers from the dense FFNs, then train projector + routers +
              per-expert LoRA deltas (rank 8) on the same data, lr 2e-4
-    eval     easy-VQA test, a fixed 2,000-question subset (seed 0), greedy exact match
+    eval     easy-VQA test, a fixed 500-question subset (seed 0), greedy exact match
 
 Runs through accelerate (bf16 autocast on CPU) with tqdm bars; every `save_every` steps a checkpoint
 (trainable tensors + optimizer + step) is written, and `--resume` continues from it.
@@ -25,8 +25,8 @@ from zoo.assets import cache_dir
 from . import vl_easyvqa as vqa
 from .train import TrainOptions, evaluation, recipe
 
-TINY = {"stage1_steps": 150, "stage2_steps": 150, "batch_size": 32, "lr1": 1e-3, "lr2": 2e-4,
-        "eval_questions": 2000, "save_every": 50}
+TINY = {"stage1_steps": 120, "stage2_steps": 80, "batch_size": 32, "lr1": 1e-3, "lr2": 2e-4,
+        "eval_questions": 500, "save_every": 40}
 
 
 def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume: bool, seed: int, label: str):

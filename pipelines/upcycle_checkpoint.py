@@ -1,6 +1,6 @@
 """Checkpoint to checkpoint: upcycle a saved dense decoder, export an upcycled one (zoo upcycle / zoo export).
 
-    upcycle_checkpoint("dense/", "top2-of-4", "moe/")        # dense save_pretrained folder or .gguf file
+    upcycle_checkpoint("dense/", "top2-of-4", "moe/")        # a dense save_pretrained folder
     export_checkpoint("moe/", "hub/", native=False)          # Hub folder: remote code + model card (or native MoE)
 
 Inputs are checked before anything heavy is loaded: the plan name, the architecture, complete
@@ -31,19 +31,15 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def load_dense(base: str | Path, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer or None) from a save_pretrained folder or a .gguf file, validated first."""
+    """(model, tokenizer or None) from a save_pretrained folder, validated before the weights load."""
     base = Path(base)
     if not base.exists():
         raise FileNotFoundError(f"base checkpoint {base} does not exist")
     if base.suffix == ".gguf":
-        adapter_for(AutoConfig.from_pretrained(base.parent, gguf_file=base.name))
-        model = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, dtype=dtype)
-        model.hf_quantizer = None  # the dequantised model saves as plain safetensors
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        return model, AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
+        raise ValueError(f"{base}: GGUF files are not read directly; load it with transformers (gguf_file=...) and "
+                         "save_pretrained a folder first (zoo.assets.load_smollm2 keeps such a folder for SmolLM2)")
     if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{base}: no config.json (expected a save_pretrained folder or a .gguf file)")
+        raise FileNotFoundError(f"{base}: no config.json (expected a save_pretrained folder)")
     adapter_for(AutoConfig.from_pretrained(base))  # unsupported architecture: fail before reading weights
     check_checkpoint_folder(base)
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype), _tokenizer(base)

@@ -8,6 +8,8 @@ import torch
 
 from zoo import GLUExperts, MLPExperts, ModalityRouter, MoEBlock, SharedExperts, ThresholdRouter, TopKRouter
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def block(**kw):
     return MoEBlock(TopKRouter(8, 4, 2), GLUExperts(4, 8, 16), **kw)

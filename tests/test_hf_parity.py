@@ -9,6 +9,8 @@ from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBl
 
 from zoo import GLUExperts, MoEBlock, TopKRouter
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 HIDDEN, INTER, EXPERTS, TOP_K = 16, 32, 6, 2
 
 

@@ -9,6 +9,8 @@ from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_fun
 
 from zoo import load_balancing_loss, router_z_loss
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def test_load_balance_by_hand():
     probs = torch.tensor([[0.75, 0.25], [0.5, 0.5]])

@@ -13,6 +13,8 @@ import torch
 from zoo import GLUExperts, MLPExperts, MoEBlock, SharedExperts, TopKRouter, register_backend
 from zoo.dispatch import eager_grouped_linear
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 dispatch_module = importlib.import_module("zoo.dispatch")  # `zoo.dispatch` is also the function
 BACKENDS = ["eager", "grouped"]
 H, I, E = 12, 20, 6

@@ -49,3 +49,37 @@ def test_cli_and_registry_errors():
         parse_extra(["lr"])
     with pytest.raises(ValueError, match="unknown setting"):
         get_recipe("mofme", "tiny")(TrainOptions(extra={"learning_rate": 1.0}))
+
+
+@pytest.mark.slow
+def test_shipped_weights_meet_the_targets_and_fill_the_card():
+    """The shipped tiny weights, re-evaluated on part of the held-out set, and the model card built from eval.json."""
+    import json
+
+    import yaml
+    from transformers import AutoImageProcessor
+
+    from zoo.models.mofme import restore_image
+    from zoo.pipelines.evaluate_mofme import shipped_weights_dir
+    from zoo.pipelines.mofme_card import render_model_card
+    from zoo.pipelines.evaluate_mofme import load_variants, psnr
+    from zoo.pipelines.photos import load_photo
+    from zoo.pipelines.weather import degrade
+
+    WEIGHTS = shipped_weights_dir()
+    shipped = json.loads((WEIGHTS / "eval.json").read_text())
+    assert shipped["MoFME"]["all"]["psnr"] >= shipped["input"]["all"]["psnr"] + 3.0
+    assert shipped["MoFME"]["all"]["psnr"] >= shipped["MoE counterpart"]["all"]["psnr"] - 0.3
+    models = load_variants(WEIGHTS)
+    processor = AutoImageProcessor.from_pretrained(WEIGHTS / "tiny-fme")
+
+    # the first held-out pair (chelsea, rain, seed 0) reproduces the shipped figure's ingredients
+    clean = load_photo("chelsea")
+    degraded = degrade(clean, "rain", 0.5, seed=0)
+    restored = restore_image(models["MoFME"], processor, degraded).image
+    assert psnr(clean, restored) > psnr(clean, degraded) + 3.0
+    card = render_model_card()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["pipeline_tag"] == "image-to-image" and "moe" in header["tags"] and header["library_name"] == "transformers"
+    assert f"{shipped['MoFME']['all']['psnr']:.2f} / {shipped['MoFME']['all']['ssim']:.3f}" in card
+    assert "$" not in card  # every placeholder filled

@@ -46,11 +46,12 @@ def test_wheel_contains_every_mapped_package(tmp_path):
 
 
 def test_editable_install_maps_folders_into_zoo():
-    code = (
-        "import zoo, zoo.models, zoo.pipelines, zoo.apps, zoo.model_cards\n"
-        "for m in (zoo, zoo.models, zoo.pipelines, zoo.apps, zoo.model_cards): print(m.__file__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/",
-                         timeout=120).stdout.split()
-    expected = [ROOT / f / "__init__.py" for f in MAPPED.values()]
-    assert [Path(p).resolve() for p in out] == [p.resolve() for p in expected]
+    """`zoo.models` etc. resolve to the top-level folders (no zoo/models folder exists to shadow them)."""
+    import zoo
+    import zoo.apps
+    import zoo.model_cards
+    import zoo.models
+    import zoo.pipelines
+
+    for module, folder in zip((zoo, zoo.models, zoo.pipelines, zoo.apps, zoo.model_cards), MAPPED.values()):
+        assert Path(module.__file__).resolve() == (ROOT / folder / "__init__.py").resolve(), module.__name__

@@ -11,6 +11,8 @@ import torch
 
 from zoo import MODALITY_IDS, ModalityRouter, ThresholdRouter, TopKRouter
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 NEG_INF = float("-inf")
 
 

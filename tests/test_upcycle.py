@@ -44,6 +44,13 @@ def test_preservation_tests_are_sensitive():
     assert (logits(split, ids) - reference).abs().max() > 1e-2
 
 
+def test_new_experts_and_routers_are_trainable_even_from_a_frozen_dense_model():
+    dense = tiny_decoder().requires_grad_(False)
+    upcycle(dense, PLANS["top2-of-4"])
+    moe = dense.model.layers[0].mlp.moe
+    assert all(p.requires_grad for p in moe.parameters())
+
+
 def test_split_experts_partition_the_hidden_units():
     dense = tiny_decoder("llama")
     mlp = dense.model.layers[0].mlp

@@ -160,6 +160,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     plain, checkpointed = grads(False), grads(True)
     assert plain.keys() == checkpointed.keys() and any("moe.router" in n for n in plain)
+    assert any("moe.experts.gate_up_proj" in n for n in plain)
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
 
@@ -181,3 +182,15 @@ def test_xmoe_split_threshold_one_loads_and_preserves(tmp_path):
     model = UpcycledMoeForCausalLM.from_dense(dense, PLANS["xmoe"].replace(threshold=1.0))
     model.save_pretrained(tmp_path)
     torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path)(ids).logits, reference, atol=1e-5, rtol=0)
+
+
+def test_built_from_config_the_experts_are_copies_and_routers_follow_the_plan():
+    from tiny_decoders import tiny_config
+
+    model = UpcycledMoeForCausalLM(UpcycledMoeConfig(text_config=tiny_config("llama"), plan=PLANS["top2-of-4"]))
+    moe = model.model.model.layers[2].mlp.moe
+    for e in range(1, 4):  # post_init's generic init did not touch the upcycled copies
+        torch.testing.assert_close(moe.experts.gate_up_proj[e], moe.experts.gate_up_proj[0], atol=0, rtol=0)
+    assert 0.01 < moe.router.weight.std().item() < 0.03  # router_init "normal", std 0.02
+    xmoe = UpcycledMoeForCausalLM(UpcycledMoeConfig(text_config=tiny_config("llama"), plan=PLANS["xmoe"]))
+    assert torch.count_nonzero(xmoe.model.model.layers[0].mlp.moe.router.weight) == 0  # router_init "zeros"

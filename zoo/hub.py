@@ -101,8 +101,8 @@ def write_runtime_code(model: nn.Module, folder: Path) -> list[str]:
     entry = entries["AutoModelForCausalLM"][0].rsplit(".", 1)[-1]
     for module in plugins:  # the modeling file imports the plugin, so transformers copies it and it registers itself
         stem = module.rsplit(".", 1)[-1]
-        if stem not in sources[entry]:
-            sources[entry] += f"\nfrom .{stem} import *  # noqa: F401,F403  (registers expert kinds)\n"
+        if not any(re.search(rf"^\s*from \.{stem} import", src, re.MULTILINE) for src in sources.values()):
+            sources[entry] += f"\nfrom .{stem} import *  # noqa: E402,F401,F403  (registers its expert kinds)\n"
     for stem, source in sources.items():
         (folder / f"{stem}.py").write_text(source)
     return sorted(f"{stem}.py" for stem in sources)

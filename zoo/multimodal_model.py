@@ -268,3 +268,21 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
             inputs_embeds = torch.cat([inputs_embeds, embed.to(inputs_embeds.dtype)], dim=1)
             modality_ids = torch.cat([modality_ids, modality_ids.new_zeros(1, 1)], dim=1)
         return new_ids, prompt_routing
+
+
+def parameter_counts(model: MultimodalMoeForConditionalGeneration) -> dict[str, int]:
+    """total, activated (per token: k of E experts in each MoE layer), and the vision tower's share."""
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    for ffn in model.moe_feed_forwards():
+        experts = ffn.block.experts
+        per_expert = sum(p.numel() for p in experts.parameters()) // experts.num_experts
+        inactive += (experts.num_experts - model.config.num_experts_per_tok) * per_expert
+    tower = sum(p.numel() for p in model.vision_tower.parameters())
+    return {"total": total, "activated": total - inactive, "vision_tower": tower}
+
+
+def build_on_meta(model_class, config) -> MultimodalMoeForConditionalGeneration:
+    """A paper-size model without memory or weights (parameter counting, converter dry runs)."""
+    with torch.device("meta"):
+        return model_class(config, load_tower_weights=False)

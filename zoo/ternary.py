@@ -116,7 +116,7 @@ def expert_matrix(num_experts: int, base: torch.Tensor, lora_rank: int | None) -
 def materialise(weight) -> torch.Tensor:
     """[E, out, in] weights, in the autocast dtype when autocast is on (grouped_mm is not autocast-aware)."""
     weight = weight() if isinstance(weight, LowRankExpertWeights) else weight
-    if torch.is_autocast_enabled(weight.device.type):
+    if weight.device.type != "meta" and torch.is_autocast_enabled(weight.device.type):
         weight = weight.to(torch.get_autocast_dtype(weight.device.type))
     return weight
 
@@ -146,20 +146,23 @@ class TernaryGLUExperts(UpcycledGLUExperts):
                  lora_rank: int | None = None, packed: bool = False):
         super().__init__(num_experts, gate_up, down, act, lora_rank)
         self.packed = False
+        self.shapes = {"gate_up_proj": tuple(gate_up.shape), "down_proj": tuple(down.shape)}
         if packed:
             self.pack_()
 
     def quantised(self, name: str):
         if self.packed:
-            return PackedTernary(getattr(self, f"{name}_packed"), getattr(self, f"{name}_scale"),
-                                 tuple(getattr(self, f"{name}_shape").tolist()))
+            return PackedTernary(getattr(self, f"{name}_packed"), getattr(self, f"{name}_scale"), self.shapes[name])
         return ternary_ste(materialise(getattr(self, name)))
 
     def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
         if self.packed and groups.backend != "ternary_packed":
             raise ValueError(f"packed ternary experts need dispatch_backend='ternary_packed', got {groups.backend!r}")
-        gate, up = groups.linear(int8_activations_ste(x), self.quantised("gate_up_proj")).chunk(2, dim=-1)
-        return groups.linear(int8_activations_ste(self.act_fn(gate) * up), self.quantised("down_proj"))
+        gate_up, down = self.quantised("gate_up_proj"), self.quantised("down_proj")
+        if isinstance(gate_up, torch.Tensor):
+            x = x.to(gate_up.dtype)
+        gate, up = groups.linear(int8_activations_ste(x), gate_up).chunk(2, dim=-1)  # [N, I] each
+        return groups.linear(int8_activations_ste(self.act_fn(gate) * up), down)  # [N, H]
 
     @torch.no_grad()
     def pack_(self) -> "TernaryGLUExperts":
@@ -172,11 +175,9 @@ class TernaryGLUExperts(UpcycledGLUExperts):
             else:
                 codes, scale = ternary_codes(weight)
                 packed = pack_ternary(codes)
-            shape = torch.tensor(weight.shape[1:])
             delattr(self, name)
             self.register_buffer(f"{name}_packed", packed)
             self.register_buffer(f"{name}_scale", scale)
-            self.register_buffer(f"{name}_shape", shape, persistent=False)
         self.packed = True
         return self
 

@@ -200,7 +200,7 @@ def stack_parts(parts: list[FFNWeights], name: str, plan: UpcyclePlan, scale: fl
         stacked.mul_(scale)
     if plan.init_noise > 0 and stacked.device.type != "meta" and stacked.dim() > 2:
         stacked.add_(torch.randn_like(stacked) * (plan.init_noise * tensors[0].float().std().item()))
-    return nn.Parameter(stacked, requires_grad=tensors[0].requires_grad)
+    return nn.Parameter(stacked)  # new, trainable weights (the dense ones may have been frozen)
 
 
 def _empty_bank(cls, *args, **kwargs):

@@ -126,7 +126,8 @@ class Restoration:
 
 @torch.no_grad()
 def restore_image(model, processor: MoFMEImageProcessor, image, tiles_per_batch: int = 4, layer: int = -1) -> Restoration:
-    """Restore one image of any allowed size by overlapping tiles; returns pixels + per-patch routing maps."""
+    """Restore one image of any allowed size by overlapping tiles; returns pixels + per-patch routing maps.
+    Put the model in eval mode first: in training mode the UaR uses each tile batch's own statistics."""
     if model.config.patch_size != processor.patch_size:
         raise ValueError(f"processor patch_size ({processor.patch_size}) != model patch_size ({model.config.patch_size})")
     array = to_rgb_array(image)

@@ -1,8 +1,8 @@
 """Render model_cards/mofme.md from measured figures: the held-out eval (models/mofme/weights/eval.json,
 written by `zoo train mofme --recipe tiny --set ship=true`) and, when present, the paper-size benchmark
-(models/mofme/weights/benchmark.txt, written by `python -m benchmarks.mofme --save`).
+(models/mofme/weights/benchmark.txt, written by `python -m benchmarks.mofme --save ...`).
 
-    python -m zoo.models.mofme.card [OUTPUT.md]
+    python -m zoo.pipelines.mofme_card [OUTPUT.md]
 """
 from __future__ import annotations
 
@@ -12,26 +12,24 @@ import string
 import sys
 from pathlib import Path
 
-from .configuration_mofme import MoFMEConfig
-
-WEIGHTS = Path(__file__).parent / "weights"
+from .evaluate_mofme import EVAL_SEVERITY, shipped_weights_dir
+from .photos import TEST_PHOTOS, TRAIN_PHOTOS
 
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M"
 
 
-def render_model_card(weights_dir: Path = WEIGHTS) -> str:
+def render_model_card(weights_dir: Path | None = None) -> str:
     from transformers import AutoModelForImageToImage
 
-    from zoo.pipelines.evaluate_mofme import EVAL_SEVERITY
-    from zoo.pipelines.photos import TEST_PHOTOS, TRAIN_PHOTOS
+    from zoo.models.mofme.presets import moe_ffn_parameters
 
-    from .presets import moe_ffn_parameters
+    weights_dir = weights_dir or shipped_weights_dir()
 
     results = json.loads((weights_dir / "eval.json").read_text())
     models = {v: AutoModelForImageToImage.from_pretrained(weights_dir / f"tiny-{v}") for v in ("fme", "ffn")}
-    config: MoFMEConfig = models["fme"].config
+    config = models["fme"].config
     training = results.pop("training")
     effects = [e for e in results["input"] if e != "all"] + ["all"]
     rows = [f"| {label} | " + " | ".join(f"{r[e]['psnr']:.2f} / {r[e]['ssim']:.3f}" for e in effects) + " |"

@@ -1,0 +1,88 @@
+"""Ternary experts: quantisers against their formulas, 2-bit packing, the packed backend vs eager, int8 PTQ."""
+import pytest
+import torch
+
+from zoo.dispatch import GROUPED_LINEAR_BACKENDS, ExpertGroups, eager_grouped_linear
+from zoo.ternary import (Int8Linear, PackedTernary, TernaryGLUExperts, int8_activations_ste, pack_ternary,
+                         packed_ternary_linear, quantize_int8_, ternary_codes, ternary_ste, unpack_ternary)
+
+
+def test_absmean_ternary_matches_the_formula_elementwise():
+    w = torch.randn(3, 4, 5)
+    codes, scale = ternary_codes(w)
+    for e in range(3):
+        s = sum(abs(float(v)) for v in w[e].flatten()) / 20
+        assert scale[e].item() == pytest.approx(s, rel=1e-5)
+        for i in range(4):
+            for j in range(5):
+                assert int(codes[e, i, j]) == max(-1, min(1, round(float(w[e, i, j]) / s)))
+
+
+def test_straight_through_estimators_pass_gradients_unchanged():
+    w = torch.randn(2, 3, 4, requires_grad=True)
+    ternary_ste(w).sum().backward()
+    torch.testing.assert_close(w.grad, torch.ones_like(w))
+    x = torch.randn(5, 8, requires_grad=True)
+    q = int8_activations_ste(x)
+    q.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+    step = x.detach().abs().amax(-1, keepdim=True) / 127
+    torch.testing.assert_close(q.detach(), (x.detach() / step).round() * step)
+
+
+def test_pack_unpack_roundtrip_and_bits_per_weight():
+    codes = torch.randint(-1, 2, (3, 7, 9), dtype=torch.int8)  # 63 weights: not a multiple of 4
+    packed = pack_ternary(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 16)
+    for e in range(3):
+        assert torch.equal(unpack_ternary(packed[e], (7, 9)), codes[e])
+    big = torch.randint(-1, 2, (4, 64, 48), dtype=torch.int8)
+    bits = PackedTernary(pack_ternary(big), torch.ones(4), (64, 48)).bits_per_weight()
+    assert bits <= 2.1
+
+
+def _groups(counts):
+    row_experts = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    return ExpertGroups.from_sorted_experts(row_experts, len(counts), "ternary_packed")
+
+
+def test_packed_backend_matches_eager_and_unpacks_only_used_experts(monkeypatch):
+    assert GROUPED_LINEAR_BACKENDS["ternary_packed"] is packed_ternary_linear
+    codes = torch.randint(-1, 2, (4, 6, 5), dtype=torch.int8)
+    scale = torch.rand(4) + 0.5
+    weight = PackedTernary(pack_ternary(codes), scale, (6, 5))
+    groups = _groups([3, 0, 2, 0])
+    x = torch.randn(5, 5)
+    dense = codes.float() * scale[:, None, None]
+    calls = []
+    original = PackedTernary.dequantize
+    monkeypatch.setattr(PackedTernary, "dequantize", lambda self, e, dtype=torch.float32: calls.append(e) or original(self, e, dtype))
+    torch.testing.assert_close(packed_ternary_linear(x, weight, None, groups), eager_grouped_linear(x, dense, None, groups))
+    assert calls == [0, 2]
+
+
+def test_ternary_bank_packed_equals_latent_and_is_2_bits():
+    gate_up, down = torch.randn(128, 64), torch.randn(64, 64)
+    bank = TernaryGLUExperts(3, gate_up, down)
+    with torch.no_grad():
+        bank.gate_up_proj.add_(0.3 * torch.randn_like(bank.gate_up_proj))  # experts differ
+    x = torch.randn(7, 64)
+    groups = _groups([3, 0, 4])
+    with torch.no_grad():
+        latent = bank(x, groups)
+        bank.pack_()
+        packed = bank(x, groups)
+    torch.testing.assert_close(packed, latent, atol=1e-5, rtol=1e-5)
+    assert bank.bits_per_weight() <= 2.1
+    with pytest.raises(ValueError, match="ternary_packed"):
+        bank(x, ExpertGroups.from_sorted_experts(groups.row_experts, 3, "eager"))
+
+
+def test_int8_weight_only_ptq_is_close_and_swaps_by_name():
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(10, 16)
+    want = model(x)
+    swapped = quantize_int8_(model, include=lambda name: name != "2")
+    assert swapped == ["0"] and isinstance(model[0], Int8Linear) and type(model[2]) is torch.nn.Linear
+    assert model[0].weight_int8.dtype == torch.int8
+    torch.testing.assert_close(model(x), want, atol=0.05, rtol=0.05)

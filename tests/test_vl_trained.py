@@ -1,0 +1,66 @@
+"""The shipped easy-VQA parts (projector, routers, expert LoRA deltas) on the real SmolLM2 + MobileNetV2:
+accuracy on a fixed test subset, and the gallery tabs' handlers with good and bad input."""
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from zoo.pipelines.vl_demo import easyvqa_samples
+
+    return easyvqa_samples(1)[0]
+
+
+@pytest.mark.parametrize("system", ["moiie", "mote"])
+def test_shipped_parts_answer_easyvqa(system):
+    from zoo.pipelines import vl_easyvqa as vqa
+    from zoo.pipelines.vl_demo import get_system
+
+    model, processor, metadata = get_system(system)
+    assert vqa.shipped_path(system).stat().st_size < 8e6  # only the small trained parts are shipped
+    test = vqa.EasyVqa("test", processor, limit=128, seed=1)
+    accuracy = vqa.accuracy(model, test)
+    print(f"{system}: easy-VQA accuracy on 128 test questions {accuracy:.3f} (recorded at training: "
+          f"{metadata['easyvqa_test_accuracy']:.3f} on {metadata['eval_questions']})")
+    assert accuracy >= metadata["easyvqa_test_accuracy"] - 0.1
+
+
+def test_tab_handlers_answer_and_split_routing_by_modality(sample):
+    from zoo.apps import moiie_tab, mote_tab
+    from zoo.apps.vl_ui import run
+
+    path, question, expected = sample
+    reply, summary, table = run("moiie", path, question)
+    assert reply == expected or reply  # an answer always comes back
+    assert "image tokens" in summary and "text tokens" in summary
+    rows = table["value"]
+    assert {r[1] for r in rows} == {"image", "text"}
+    image_rows = [r for r in rows if r[1] == "image"]
+    assert all(r[2] == 16 for r in image_rows) and all(r[-1] == 0 for r in image_rows)  # never the intra-text expert
+    text_rows = [r for r in rows if r[1] == "text"]
+    assert all(r[3] == 0 for r in text_rows)  # text never reaches the intra-vision expert
+    assert "MB packed ternary" in mote_tab.memory_markdown()
+    assert moiie_tab.TITLE and mote_tab.TITLE
+
+
+def test_tab_handlers_reject_bad_input_and_shrink_huge_images(sample, tmp_path):
+    import gradio as gr
+
+    from zoo.apps.vl_ui import run
+
+    path, question, _ = sample
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not a picture")
+    for image, q, message in ((None, question, "no image"), (path, "  ", "empty"), (str(not_image), question, "not an image"),
+                              (path, "<image> twice?", "may not contain")):
+        with pytest.raises(gr.Error, match=message):
+            run("moiie", image, q)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (6000, 300), "blue").save(huge)
+    reply, _, _ = run("mote", str(huge), "what color is the shape?")
+    assert isinstance(reply, str)
