@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, loss, k, _ in rows[2:]:
         saving = 1 - k / topk_k
         met = saving > 0.5 and loss - topk_loss < 0.02 * topk_loss
-        log(f"{name} vs top-{args.top_k}: {saving:.1%} fewer expert FLOPs, loss {loss - topk_loss:+.4f} "
+        log(f"{name} vs top-{args.top_k}: {abs(saving):.1%} {'fewer' if saving >= 0 else 'more'} expert FLOPs, "
+            f"loss {loss - topk_loss:+.4f} "
             f"({(loss - topk_loss) / topk_loss:+.1%}); paper's claim (> 50% fewer at about equal loss): "
             f"{'met' if met else 'not met'} here")
 

@@ -126,7 +126,7 @@ for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
     recipe(_system, "tiny")(lambda options, _s=_system: train_system(_s, options))
 
 
-def evaluate_shipped(system: str, questions: int | None = 2000) -> dict:
+def evaluate_shipped(system: str, questions: int | None = TINY["eval_questions"]) -> dict:
     model, processor, metadata = vqa.load_shipped(system)
     test = vqa.EasyVqa("test", processor, limit=questions)
     return {"system": system, "easyvqa_test_accuracy": vqa.accuracy(model, test), "eval_questions": len(test),

@@ -44,7 +44,7 @@ def test_empty_message_is_refused_and_the_app_keeps_running(client):
     for empty in ("", "   \n"):
         with pytest.raises(AppError, match="message is empty"):
             client.predict(empty, [], NEW_TOKENS, 0.0, api_name="/chat")
-    with pytest.raises(AppError, match="max new tokens"):
+    with pytest.raises(AppError, match="less than minimum value 1"):  # the slider range, checked by gradio
         client.predict("hi", [], 0, 0.0, api_name="/chat")
 
 

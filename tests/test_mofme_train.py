@@ -83,3 +83,21 @@ def test_shipped_weights_meet_the_targets_and_fill_the_card():
     assert header["pipeline_tag"] == "image-to-image" and "moe" in header["tags"] and header["library_name"] == "transformers"
     assert f"{shipped['MoFME']['all']['psnr']:.2f} / {shipped['MoFME']['all']['ssim']:.3f}" in card
     assert "$" not in card  # every placeholder filled
+
+
+def test_perceptual_term_uses_packaged_mobilenet_features():
+    from zoo.assets import load_mobilenet_v2
+    from zoo.pipelines.train_mofme import MobileNetPerceptualLoss
+
+    loss = MobileNetPerceptualLoss()
+    clean = torch.rand(1, 3, 32, 32)
+    noisy = (clean + 0.2 * torch.randn_like(clean)).clamp(0, 1).requires_grad_(True)
+    assert loss(clean, clean).item() == 0.0
+    value = loss(noisy, clean)
+    # independent reference: the packaged torchvision MobileNetV2's first 7 feature blocks, ImageNet-normalised
+    features = load_mobilenet_v2().features[:7]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    ref = (features((noisy - mean) / std) - features((clean - mean) / std)).abs().mean()
+    torch.testing.assert_close(value, ref)
+    value.backward()
+    assert noisy.grad.abs().sum() > 0 and not any(p.requires_grad for p in loss.features.parameters())

@@ -34,9 +34,9 @@ def test_tab_handlers_answer_and_split_routing_by_modality(sample):
     from zoo.apps import moiie_tab, mote_tab
     from zoo.apps.vl_ui import run
 
-    path, question, expected = sample
+    path, question, _ = sample
     reply, summary, table = run("moiie", path, question)
-    assert reply == expected or reply  # an answer always comes back
+    assert isinstance(reply, str) and reply.strip()  # an answer always comes back (correctness: the accuracy test)
     assert "image tokens" in summary and "text tokens" in summary
     rows = table["value"]
     assert {r[1] for r in rows} == {"image", "text"}
