@@ -117,6 +117,7 @@ def train_system(system: str, options: TrainOptions) -> dict:
     parts = root / f"{system}-easyvqa-tiny.safetensors"
     vqa.save_parts(model, parts, metadata)
     if options.extra.get("ship"):
+        vqa.shipped_path(system).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(parts, vqa.shipped_path(system))
     (root / f"{system}-results.json").write_text(json.dumps(metadata, indent=2))
     return {**metadata, "parts": str(parts)}

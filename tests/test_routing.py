@@ -432,3 +432,15 @@ def test_router_handles_zero_tokens():
         result = router(torch.randn(0, 8), modality_ids=torch.zeros(0, dtype=torch.long))
         assert result.indices.shape[0] == 0 and result.num_dropped == 0
         assert result.aux_losses["load_balance"].item() == 0.0 and result.expert_counts().tolist() == [0] * router.num_experts
+
+
+def test_router_logits_stay_fp32_under_bf16_autocast(single_thread):
+    """Under autocast a plain F.linear runs in bf16; the router must not (its decisions would flip)."""
+    torch.manual_seed(0)
+    router = TopKRouter(64, 8, top_k=2)
+    hidden = torch.randn(32, 64)
+    expected = hidden.double() @ router.weight.double().T
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = router(hidden)
+    assert result.logits.dtype == torch.float32
+    torch.testing.assert_close(result.logits.double(), expected, rtol=1e-5, atol=1e-5)

@@ -212,6 +212,11 @@ class Router(nn.Module):
             raise ValueError(f"router expects hidden states [T, {self.hidden_size}], got {tuple(hidden.shape)}")
         if self.training and self.jitter > 0:
             hidden = hidden * torch.empty_like(hidden).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        # autocast would run the gate in bf16 even from fp32 inputs: routing decisions stay fp32
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._route(hidden, expert_mask, modality_ids, padding_mask)
+
+    def _route(self, hidden, expert_mask, modality_ids, padding_mask) -> RoutingResult:
         logits = apply_expert_mask(self.router_logits(hidden, modality_ids), expert_mask)  # [T, E]
         probs = torch.softmax(logits, dim=-1)
         indices, weights, mask = self.select(probs, logits)
