@@ -1,6 +1,7 @@
 """The shipped easy-VQA parts (projector, routers, expert LoRA deltas) on the real SmolLM2 + MobileNetV2:
 accuracy on a fixed test subset, and the gallery tabs' handlers with good and bad input."""
 import io
+import re
 
 import pytest
 import torch
@@ -44,7 +45,10 @@ def test_tab_handlers_answer_and_split_routing_by_modality(sample):
     assert all(r[2] == 16 for r in image_rows) and all(r[-1] == 0 for r in image_rows)  # never the intra-text expert
     text_rows = [r for r in rows if r[1] == "text"]
     assert all(r[3] == 0 for r in text_rows)  # text never reaches the intra-vision expert
-    assert "MB packed ternary" in mote_tab.memory_markdown()
+    memory = mote_tab.memory_markdown()
+    ternary_mb, bf16_mb = (float(x) for x in re.findall(r"\*\*([\d.]+) MB\*\*", memory))
+    assert "packed ternary" in memory
+    assert bf16_mb / ternary_mb == pytest.approx(16 / 2, rel=0.02)  # 2 bits/weight vs bf16's 16
     assert moiie_tab.TITLE and mote_tab.TITLE
 
 
