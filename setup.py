@@ -7,7 +7,7 @@ from setuptools import setup
 
 ROOTS = {"zoo": "zoo", "zoo.models": "models", "zoo.pipelines": "pipelines", "zoo.apps": "apps",
          "zoo.model_cards": "model_cards"}
-DATA = ["*.md", "*.json", "*.safetensors", "*.txt", "*.jinja"]
+DATA = [f"{folder}{ext}" for folder in ("", "*/") for ext in ("*.md", "*.json", "*.safetensors", "*.txt", "*.jinja")]
 
 
 def find(namespace: str, folder: str) -> list[str]:

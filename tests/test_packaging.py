@@ -15,8 +15,9 @@ MAPPED = {"zoo": "zoo", "zoo/models": "models", "zoo/pipelines": "pipelines", "z
           "zoo/model_cards": "model_cards"}
 
 
-def source_files(folder: str, suffixes=(".py", ".md")) -> set[str]:
-    """Files under a top-level folder that belong to a package (its directory has an __init__.py)."""
+def source_files(folder: str, suffixes=(".py", ".md", ".json", ".safetensors")) -> set[str]:
+    """Files under a top-level folder that belong to a package (its directory has an __init__.py):
+    code, model cards, and the shipped trained weights with their configs."""
     found = set()
     for path in (ROOT / folder).rglob("*"):
         if path.suffix in suffixes and "__pycache__" not in path.parts and (path.parent / "__init__.py").exists():
