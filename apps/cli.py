@@ -53,8 +53,8 @@ def _train(args: argparse.Namespace) -> None:
     from zoo.pipelines.train import TrainOptions, get_recipe, parse_extra
 
     run = get_recipe(args.system, args.recipe)
-    run(TrainOptions(output_dir=Path(args.output_dir) if args.output_dir else None, resume=args.resume,
-                     max_steps=args.max_steps, seed=args.seed, extra=parse_extra(args.settings)))
+    print_result(run(TrainOptions(output_dir=Path(args.output_dir) if args.output_dir else None, resume=args.resume,
+                     max_steps=args.max_steps, seed=args.seed, extra=parse_extra(args.settings))))
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +66,15 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from zoo.pipelines.train import get_evaluation
 
-    get_evaluation(args.system)(args.weights)
+    print_result(get_evaluation(args.system)(args.weights))
+
+
+def print_result(result: object) -> None:
+    """Recipes and evaluations return their figures as a dict: show them, whatever they printed."""
+    if isinstance(result, dict):
+        import json
+
+        print(json.dumps(result, indent=2, default=str))
 
 
 @command("list", "list the zoo's systems (registered model classes) and presets (upcycling plans, model sizes)")

@@ -134,5 +134,11 @@ def evaluate_shipped(system: str, questions: int | None = TINY["eval_questions"]
             "trained": metadata}
 
 
+def _evaluate_shipped_only(system: str, weights: str | None) -> dict:
+    if weights is not None:
+        raise ValueError(f"zoo eval {system} evaluates the shipped parts only; --weights is not supported for it")
+    return evaluate_shipped(system)
+
+
 for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
-    evaluation(_system)(lambda output_dir, _s=_system: evaluate_shipped(_s))
+    evaluation(_system)(lambda weights, _s=_system: _evaluate_shipped_only(_s, weights))

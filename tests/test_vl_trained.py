@@ -17,7 +17,7 @@ def sample():
     return easyvqa_samples(1)[0]
 
 
-@pytest.mark.parametrize("system", ["moiie", "mote"])
+@pytest.mark.parametrize("system", ["moiie", "mote", "moe-llava", "dense-vl"])
 def test_shipped_parts_answer_easyvqa(system):
     from zoo.pipelines import vl_easyvqa as vqa
     from zoo.pipelines.vl_demo import get_system
