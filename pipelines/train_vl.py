@@ -42,7 +42,7 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
     checkpoint = directory / "checkpoint.pt"
     step = 0
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=True)
         named = dict(model.named_parameters())
         with torch.no_grad():
             for n, v in state["params"].items():

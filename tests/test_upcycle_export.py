@@ -25,7 +25,7 @@ sys.modules["zoo"] = None  # `import zoo` fails here: only transformers and the 
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code={remote}).eval()
 with torch.no_grad():
-    logits = model(torch.load(sys.argv[2])).logits
+    logits = model(torch.load(sys.argv[2], weights_only=True)).logits
 torch.save(logits, sys.argv[3])
 print(type(model).__name__)
 """
@@ -38,7 +38,7 @@ def load_without_zoo(folder, ids, tmp_path, remote):
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1], torch.load(tmp_path / "out.pt")
+    return result.stdout.strip().splitlines()[-1], torch.load(tmp_path / "out.pt", weights_only=True)
 
 
 @pytest.mark.parametrize("arch, plan, expected", [
