@@ -25,7 +25,8 @@ def memory_markdown() -> str:
 
 def build() -> None:
     def extra():
-        memory = gr.Markdown()
-        gr.Button("Show expert memory").click(memory_markdown, None, memory)
+        memory = gr.Markdown(elem_id="mote-memory")
+        gr.Button("Show expert memory", elem_id="mote-show-memory").click(memory_markdown, None, memory,
+                                                                           api_name="mote_memory")
 
     build_tab("mote", INTRO, extra)

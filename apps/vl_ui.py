@@ -1,5 +1,15 @@
-"""The UI both vision-language tabs share (MoIIE, MoTE): image + question in, answer + routing by modality out."""
+"""The UI both vision-language tabs share (MoIIE, MoTE): image + question in, answer + routing by modality out.
+
+Named API endpoints per system (gradio_client: `client.predict(..., api_name="/moiie_answer")`):
+`/<system>_sample` (dropdown choice -> image, question) and `/<system>_answer` (image, question ->
+answer, per-modality summary, routing table). Element ids `<system>-image`, `-question`, `-ask`,
+`-answer`, `-routing` let a browser test find the widgets.
+"""
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
@@ -17,6 +27,17 @@ def run(system: str, image, question: str):
     return result["answer"], "\n\n".join(lines), table
 
 
+def servable_copy(path: str) -> str:
+    """The sample file copied (bytes unchanged) under the temp dir: gradio serves only files below the
+    working directory or the temp dir, and the easy-VQA package usually lives elsewhere."""
+    folder = Path(tempfile.gettempdir()) / "zoo-easyvqa-samples"
+    folder.mkdir(exist_ok=True)
+    target = folder / Path(path).name
+    if not target.is_file():
+        shutil.copyfile(path, target)
+    return str(target)
+
+
 def build_tab(system: str, intro: str, extra_outputs=None) -> None:
     from zoo.pipelines.vl_demo import easyvqa_samples
 
@@ -24,25 +45,33 @@ def build_tab(system: str, intro: str, extra_outputs=None) -> None:
     samples = easyvqa_samples()
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="filepath", label="image (any size; shrunk to 4096 px max side, then 128 px)")
-            question = gr.Textbox(label="question", placeholder="what shape is in the image?")
+            image = gr.Image(type="filepath", label="image (any size; shrunk to 4096 px max side, then 128 px)",
+                             elem_id=f"{system}-image")
+            question = gr.Textbox(label="question", placeholder="what shape is in the image?",
+                                  elem_id=f"{system}-question")
             pick = gr.Dropdown(choices=[f"{i}: {q} ({a})" for i, (_, q, a) in enumerate(samples)],
                                label="or pick an easy-VQA test sample (expected answer in brackets)")
-            ask = gr.Button("Ask", variant="primary")
+            ask = gr.Button("Ask", variant="primary", elem_id=f"{system}-ask")
         with gr.Column():
-            reply = gr.Textbox(label="answer")
+            reply = gr.Textbox(label="answer", elem_id=f"{system}-answer")
             summary = gr.Markdown()
             table = gr.Dataframe(label="routing per MoE layer: share of each modality's slots per expert",
-                                 interactive=False)
+                                 interactive=False, elem_id=f"{system}-routing")
             if extra_outputs is not None:
                 extra_outputs()
 
     def choose(choice):
         if not choice:
             return gr.update(), gr.update()
-        path, q, _ = samples[int(choice.split(":")[0])]
-        return path, q
+        index = choice.split(":")[0]
+        if not index.isdigit() or int(index) >= len(samples):
+            raise gr.Error(f"unknown easy-VQA sample {choice!r}: pick one from the list")
+        path, q, _ = samples[int(index)]
+        return servable_copy(path), q
 
-    pick.change(choose, pick, [image, question])
-    ask.click(lambda i, q: run(system, i, q), [image, question], [reply, summary, table])
-    question.submit(lambda i, q: run(system, i, q), [image, question], [reply, summary, table])
+    def ask_model(image, question):
+        return run(system, image, question)
+
+    pick.change(choose, pick, [image, question], api_name=f"{system}_sample")
+    ask.click(ask_model, [image, question], [reply, summary, table], api_name=f"{system}_answer")
+    question.submit(ask_model, [image, question], [reply, summary, table], api_visibility="private")

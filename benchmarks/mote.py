@@ -41,11 +41,11 @@ def main() -> None:
     mote.pack_experts_()
     llava = MoeLlavaForConditionalGeneration(MoeLlavaConfig(text_config=SMOLLM2, vision_tower=TOWER, image_token_id=0)).eval()
     layers = len(mote.moe_layer_ids)
-    experts = mote.moe_feed_forwards()[0].block.experts
+    experts = mote.moe_feed_forwards()[0].moe.experts
     weights_per_expert = 3 * experts.hidden_size * experts.intermediate_size
     ternary_bytes = sum(b.numel() * b.element_size() for f in mote.moe_feed_forwards()
-                        for n, b in f.block.experts.named_buffers() if n.endswith(("_packed", "_scale")))
-    bf16_bytes = sum(p.numel() * 2 for f in llava.moe_feed_forwards() for p in f.block.experts.parameters())
+                        for n, b in f.moe.experts.named_buffers() if n.endswith(("_packed", "_scale")))
+    bf16_bytes = sum(p.numel() * 2 for f in llava.moe_feed_forwards() for p in f.moe.experts.parameters())
     num_experts = experts.num_experts
     per_ternary_expert = ternary_bytes / (layers * num_experts)
     print(f"geometry: SmolLM2-135M, {layers} MoE layers x {num_experts} experts, {weights_per_expert:,} weights per expert")

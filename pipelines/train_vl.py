@@ -50,8 +50,10 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
-    rng = random.Random(seed * 1000 + step)
-    losses: list[float] = []
+    rng = random.Random(seed * 1000)
+    for _ in range(step):  # replay the draws already taken: a resumed run sees the batches of an uninterrupted one
+        rng.sample(range(len(data)), batch_size)
+    losses: list[float] = list(state.get("recent_losses", [])) if step else []
     model.train()
     bar = tqdm(total=steps, initial=step, desc=label, unit="step")
     while step < steps:
@@ -67,7 +69,8 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
         if step % TINY["save_every"] == 0 or step == steps:
             directory.mkdir(parents=True, exist_ok=True)
             torch.save({"params": {n: p.detach() for n, p in model.named_parameters() if n in set(names)},
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step},
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                        "recent_losses": losses[-20:]},
                        checkpoint)
     bar.close()
     return sum(losses[-20:]) / max(1, len(losses[-20:]))
@@ -83,7 +86,8 @@ def train_system(system: str, options: TrainOptions) -> dict:
     lm, tokenizer = vqa.load_base()
 
     # stage 1: projector only on the dense model (shared by every system)
-    stage1_dir = root / f"stage1-{settings['stage1_steps']}x{settings['batch_size']}-seed{options.seed}"
+    stage1_dir = root / (f"stage1-{settings['stage1_steps']}x{settings['batch_size']}-lr{settings['lr1']}"
+                         f"-tokens{vqa.IMAGE_TOKENS}-seed{options.seed}")
     dense, processor = vqa.build("dense-vl", lm, tokenizer, moe_layers="none")
     train_data = vqa.EasyVqa("train", processor)
     stage1_done = stage1_dir / "projector.safetensors"

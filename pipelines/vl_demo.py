@@ -79,7 +79,7 @@ def expert_memory(model) -> dict[str, float]:
     """Packed ternary expert bytes vs the same experts stored in bf16 (MoE-LLaVA-style full precision)."""
     packed = weights = 0
     for ffn in model.moe_feed_forwards():
-        experts = ffn.block.experts
+        experts = ffn.moe.experts
         packed += sum(b.numel() * b.element_size() for n, b in experts.named_buffers() if n.endswith(("_packed", "_scale")))
         weights += experts.num_experts * 3 * experts.hidden_size * experts.intermediate_size
     return {"ternary_mb": packed / 1e6, "bf16_mb": weights * 2 / 1e6, "bits_per_weight": packed * 8 / max(weights, 1)}

@@ -24,6 +24,7 @@ CHAT_TEMPLATE = (
 )
 END = "<|im_end|>"
 LORA_RANK = 8
+IMAGE_TOKENS = 16  # MobileNetV2 at 128 px: a 4x4 grid of 1280-d features
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -61,10 +62,12 @@ def build(system: str, language_model, tokenizer, **overrides):
     if system not in known:
         raise ValueError(f"unknown vision-language system {system!r}; known: {sorted(known)}")
     config_class, model_class, defaults = known[system]
+    overrides = {"image_token_budget": IMAGE_TOKENS, **defaults, **overrides}
     processor = VisionLanguageProcessor(tokenizer, DEFAULT_VISION_TOWER["image_size"], (0.485, 0.456, 0.406),
-                                        (0.229, 0.224, 0.225), num_image_tokens=16, chat_template=CHAT_TEMPLATE)
+                                        (0.229, 0.224, 0.225), num_image_tokens=overrides["image_token_budget"],
+                                        chat_template=CHAT_TEMPLATE)
     config = config_class(text_config=language_model.config.to_dict(), vision_tower=DEFAULT_VISION_TOWER,
-                          image_token_id=processor.image_token_id, expert_lora_rank=LORA_RANK, **{**defaults, **overrides})
+                          image_token_id=processor.image_token_id, expert_lora_rank=LORA_RANK, **overrides)
     model = model_class(config, language_model=language_model)
     if model.num_image_tokens() != processor.num_image_tokens:
         raise ValueError(f"tower gives {model.num_image_tokens()} tokens, processor expands {processor.num_image_tokens}")
@@ -74,7 +77,7 @@ def build(system: str, language_model, tokenizer, **overrides):
 def trainable_names(model) -> list[str]:
     """Projector, routers and LoRA deltas: the parts the recipes train and the package ships."""
     return [n for n, _ in model.named_parameters()
-            if n.startswith("connector.") or ".router." in n or ".lora_A" in n or ".lora_B" in n]
+            if n.startswith("connector.") or ".router." in n or "lora_A" in n or "lora_B" in n]
 
 
 def set_trainable(model, names) -> int:

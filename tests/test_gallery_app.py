@@ -1,10 +1,8 @@
 """The running gallery with the real XMoE SmolLM2: driven through gradio_client, and rendered in
 headless Chromium. One server per module (the model loads once: ~1 s from the fp32 cache + upcycling)."""
-import shutil
-import tempfile
-
 import pytest
 import torch
+from headless_chromium import chromium
 
 from zoo.apps import chat_tab, gallery
 from zoo.pipelines.xmoe_smollm2 import ROUTERS_FILE
@@ -105,23 +103,12 @@ def test_follow_up_message_sees_the_history(client):
 
 @pytest.mark.browser
 def test_page_renders_chat_tab_and_a_reply_in_chromium(gallery_url):
-    if not (shutil.which("chromedriver") and (shutil.which("chromium") or shutil.which("chromium-browser"))):
-        pytest.skip("chromium + chromium-driver are not installed (scripts/install.sh installs them as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    profile = tempfile.mkdtemp(prefix="zoo-chromium-")
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}", "--window-size=1400,1200"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    try:
+    with chromium() as driver:
         driver.get(gallery_url)
         wait = WebDriverWait(driver, 60)
         tab = wait.until(ec.visibility_of_element_located((By.XPATH, "//button[@role='tab' and contains(., 'XMoE chat')]")))
@@ -134,6 +121,3 @@ def test_page_renders_chat_tab_and_a_reply_in_chromium(gallery_url):
         assert QUESTION in chat.text
         images = [i for i in driver.find_elements(By.TAG_NAME, "img") if (i.get_attribute("src") or "").startswith("data:image")]
         assert images, "the routing heatmap is not on the page"
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

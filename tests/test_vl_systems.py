@@ -33,7 +33,7 @@ def released_non_moe_keys(model, rules):
     inverse = [(new, old) for old, new in rules]
     out = {}
     for key, value in model.state_dict().items():
-        if ".mlp.block." in key:
+        if ".mlp.moe." in key:
             continue
         for new, old in inverse:
             if key.startswith(new):
@@ -141,7 +141,7 @@ def test_mote_layer_is_shared_fp_ffn_plus_top1_ternary_expert(tmp_path):
     model = MoteForConditionalGeneration(config).eval()
     assert model.moe_layer_ids == [0, 2]
     ffn = model.decoder_layers[2].mlp
-    experts = ffn.block.experts
+    experts = ffn.moe.experts
     with torch.no_grad():  # experts drift apart from their common init, as after training
         experts.gate_up_proj.add_(0.05 * torch.randn_like(experts.gate_up_proj))
         experts.down_proj.add_(0.05 * torch.randn_like(experts.down_proj))
@@ -149,7 +149,7 @@ def test_mote_layer_is_shared_fp_ffn_plus_top1_ternary_expert(tmp_path):
     modality = torch.zeros(1, 5, dtype=torch.long)
     with torch.no_grad():
         out = run_ffn(model, 2, hidden, modality)
-    dense = ffn.block.shared_experts
+    dense = ffn.moe.shared_experts
     assert not any(p.requires_grad for p in dense.parameters())  # the fp FFN stays frozen
 
     def fake_int8(v):
@@ -162,7 +162,7 @@ def test_mote_layer_is_shared_fp_ffn_plus_top1_ternary_expert(tmp_path):
 
     for t in range(5):
         h = hidden[0, t]
-        probs = torch.softmax(ffn.block.router.weight @ h, -1)
+        probs = torch.softmax(ffn.moe.router.weight @ h, -1)
         e = int(probs.argmax())
         gate_up, down = ternary(experts.gate_up_proj[e]), ternary(experts.down_proj[e])
         g, u = (gate_up @ fake_int8(h)).chunk(2)
@@ -178,11 +178,11 @@ def test_mote_layer_is_shared_fp_ffn_plus_top1_ternary_expert(tmp_path):
         torch.testing.assert_close(model(input_ids=ids, pixel_values=pixels).logits, before, atol=1e-4, rtol=1e-4)
     model.save_pretrained(tmp_path)
     again = MoteForConditionalGeneration.from_pretrained(tmp_path).eval()
-    assert again.config.ternary_packed and again.decoder_layers[0].mlp.block.experts.packed
+    assert again.config.ternary_packed and again.decoder_layers[0].mlp.moe.experts.packed
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
-        key = "language_model.model.layers.0.mlp.block.experts.gate_up_proj_packed"
+        key = "language_model.model.layers.0.mlp.moe.experts.gate_up_proj_packed"
         assert f.get_tensor(key).dtype == torch.uint8
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=ids, pixel_values=pixels).logits, before, atol=1e-4, rtol=1e-4)
@@ -230,7 +230,7 @@ def test_moe_llava_deepspeed_phi_checkpoint_converts_and_routes_top2():
 def test_moe_llava_llama_layout_converts_and_capacity_switches_with_mode():
     config = MoeLlavaConfig(text_config=LLAMA, vision_tower=TOWER, image_token_id=IMAGE_ID)
     model = MoeLlavaForConditionalGeneration(config)
-    router = model.decoder_layers[0].mlp.block.router
+    router = model.decoder_layers[0].mlp.moe.router
     assert router.capacity_factor == 1.5 and router.gumbel_second
     model.eval()
     assert router.capacity_factor == 2.0
@@ -245,7 +245,7 @@ def test_moe_llava_llama_layout_converts_and_capacity_switches_with_mode():
                 released[f"{base}.{name}.weight"] = torch.randn(shape)
     converted = convert_moe_llava_state_dict(released, config)
     model.load_state_dict(converted, strict=True)
-    experts = model.decoder_layers[2].mlp.block.experts
+    experts = model.decoder_layers[2].mlp.moe.experts
     torch.testing.assert_close(experts.gate_up_proj[1, :48], released["model.layers.2.mlp.deepspeed_moe.experts.deepspeed_experts.1.gate_proj.weight"])
     torch.testing.assert_close(experts.gate_up_proj[1, 48:], released["model.layers.2.mlp.deepspeed_moe.experts.deepspeed_experts.1.up_proj.weight"])
 

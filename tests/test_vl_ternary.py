@@ -86,3 +86,40 @@ def test_int8_weight_only_ptq_is_close_and_swaps_by_name():
     assert swapped == ["0"] and isinstance(model[0], Int8Linear) and type(model[2]) is torch.nn.Linear
     assert model[0].weight_int8.dtype == torch.int8
     torch.testing.assert_close(model(x), want, atol=0.05, rtol=0.05)
+
+
+def test_ternary_expert_kind_quantises_base_plus_lora_delta_per_expert():
+    from tiny_decoders import tiny_decoder
+
+    from zoo.upcycle import UpcyclePlan, upcycle
+
+    plan = UpcyclePlan(num_experts=3, num_experts_per_tok=1, layers=[0], expert_kind="ternary", expert_options={"rank": 2})
+    dense = tiny_decoder("llama").model.layers[0].mlp
+    bank = upcycle(tiny_decoder("llama"), plan).model.layers[0].mlp.moe.experts
+    assert isinstance(bank, TernaryGLUExperts) and not bank.gate_up_proj.requires_grad and bank.gate_up_lora_A.requires_grad
+    with torch.no_grad():  # trained deltas
+        bank.gate_up_lora_B.normal_(0, 0.5)
+        bank.down_lora_B.normal_(0, 0.5)
+    x = torch.randn(7, 32)
+    groups = _groups([3, 0, 4])
+    with torch.no_grad():
+        got = bank(x, groups)
+
+    def ternary(w):
+        s = w.abs().mean()
+        return (w / s).round().clamp(-1, 1) * s
+
+    def fake_int8(v):
+        step = v.abs().max() / 127
+        return (v / step).round() * step
+
+    gate_up = torch.cat([dense.gate_proj.weight, dense.up_proj.weight]).detach()
+    for row, e in enumerate([0, 0, 0, 2, 2, 2, 2]):
+        w_gu = ternary(gate_up + bank.gate_up_lora_B[e] @ bank.gate_up_lora_A[e])
+        w_d = ternary(dense.down_proj.weight + bank.down_lora_B[e] @ bank.down_lora_A[e])
+        g, u = (w_gu @ fake_int8(x[row])).chunk(2)
+        torch.testing.assert_close(got[row], w_d @ fake_int8(torch.nn.functional.silu(g) * u), atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(bank.pack_()(x, groups), got, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="expert kind 'ternary' needs a gated"):
+        upcycle(tiny_decoder("gpt2"), plan)

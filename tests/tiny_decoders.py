@@ -5,7 +5,7 @@ above the 1e-5 tolerance of the function-preservation tests."""
 import torch
 import transformers as T
 
-ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "phi3", "gpt2"]
+ARCHITECTURES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "phi3", "phi", "gpt2"]
 VOCAB = 97
 
 
@@ -16,7 +16,8 @@ def tiny_config(arch: str, **overrides):
         kwargs.update(overrides)
         return T.GPT2Config(**kwargs)
     classes = {"llama": T.LlamaConfig, "mistral": T.MistralConfig, "qwen2": T.Qwen2Config, "qwen3": T.Qwen3Config,
-               "gemma3_text": T.Gemma3TextConfig, "phi3": T.Phi3Config}
+               "gemma3_text": T.Gemma3TextConfig, "phi3": T.Phi3Config,
+               "phi": T.PhiConfig}
     kwargs = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=64, max_position_embeddings=64, initializer_range=0.2,
                   pad_token_id=0, bos_token_id=1, eos_token_id=2)

@@ -8,6 +8,7 @@ nn.Linear). Everything else (experts, router, dispatch) is architecture-free.
     llama/mistral/qwen2/3   mlp.{gate,up,down}_proj  (SwiGLU)          glu
     gemma3_text             mlp.{gate,up,down}_proj  (GeGLU)           glu
     phi3                    mlp.gate_up_proj (fused, gate rows first)  glu
+    phi (Phi-2)             mlp.fc1 / mlp.fc2 (nn.Linear, biases)      mlp (with biases)
     gpt2                    mlp.c_fc / mlp.c_proj (Conv1D: [in, out])  mlp (with biases)
 """
 from __future__ import annotations
@@ -78,6 +79,7 @@ class ArchitectureAdapter:
     act_attribute: str  # config attribute naming the FFN activation
     fused_gate_up: bool = False  # Phi-3
     conv1d: bool = False  # GPT-2
+    fc_names: tuple[str, str] | None = None  # plain nn.Linear MLP with biases (Phi-2: fc1, fc2)
     ffn_attribute: str = "mlp"
     attention_projections: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # LoRA targets
     dense_ffn_projections: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
@@ -110,6 +112,10 @@ class ArchitectureAdapter:
             weights = FFNWeights(up=c_fc.weight.t(), down=c_proj.weight.t(), act=self.activation(config),
                                  up_bias=c_fc.bias, down_bias=c_proj.bias,
                                  dropout=getattr(config, "resid_pdrop", 0.0))
+        elif self.fc_names:
+            up, down = (_linear_weight(ffn, n) for n in self.fc_names)
+            weights = FFNWeights(up=up.weight, down=down.weight, act=self.activation(config), up_bias=up.bias,
+                                 down_bias=down.bias)
         elif self.fused_gate_up:
             gate_up = _linear_weight(ffn, "gate_up_proj").weight  # [2I, H], gate rows first
             gate, up = gate_up[: gate_up.shape[0] // 2], gate_up[gate_up.shape[0] // 2:]
@@ -142,6 +148,8 @@ ARCHITECTURES: dict[str, ArchitectureAdapter] = {
     "gemma3_text": ArchitectureAdapter("gemma3_text", _LLAMA_LAYERS, "hidden_activation"),
     "phi3": ArchitectureAdapter("phi3", _LLAMA_LAYERS, "hidden_act", fused_gate_up=True,
                                 attention_projections=("qkv_proj", "o_proj"), dense_ffn_projections=("gate_up_proj", "down_proj")),
+    "phi": ArchitectureAdapter("phi", _LLAMA_LAYERS, "hidden_act", fc_names=("fc1", "fc2"),
+                               attention_projections=("q_proj", "k_proj", "v_proj", "dense"), dense_ffn_projections=("fc1", "fc2")),
     "gpt2": ArchitectureAdapter("gpt2", ("transformer.h", "h"), "activation_function", conv1d=True,
                                 attention_projections=("attn.c_attn", "attn.c_proj"), dense_ffn_projections=("mlp.c_fc", "mlp.c_proj")),
 }

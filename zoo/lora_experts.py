@@ -23,6 +23,16 @@ from .ffn_adapters import FFNWeights
 from .upcycle import UpcyclePlan, register_expert_kind
 
 
+def lora_pair(num_experts: int, rank: int, out_features: int, in_features: int, device=None):
+    """Per-expert deltas B_e A_e: A [E, r, in] kaiming-uniform, B [E, out, r] zeros (PEFT's LoRA init)."""
+    lora_a = nn.Parameter(torch.empty(num_experts, rank, in_features, device=device))
+    lora_b = nn.Parameter(torch.zeros(num_experts, out_features, rank, device=device))
+    if not lora_a.is_meta:
+        for e in range(num_experts):
+            nn.init.kaiming_uniform_(lora_a[e], a=math.sqrt(5))
+    return lora_a, lora_b
+
+
 class LoRAExperts(ExpertBank):
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, rank: int = 8,
                  alpha: float = 16.0, act: str = "silu"):
@@ -35,22 +45,20 @@ class LoRAExperts(ExpertBank):
         # the shared dense FFN, frozen (Uni-MoE trains only the deltas and the router)
         self.gate_up_proj = nn.Parameter(torch.empty(2 * intermediate_size, hidden_size), requires_grad=False)
         self.down_proj = nn.Parameter(torch.empty(hidden_size, intermediate_size), requires_grad=False)
-        self.gate_up_lora_A = nn.Parameter(torch.empty(num_experts, rank, hidden_size))
-        self.gate_up_lora_B = nn.Parameter(torch.zeros(num_experts, 2 * intermediate_size, rank))
-        self.down_lora_A = nn.Parameter(torch.empty(num_experts, rank, intermediate_size))
-        self.down_lora_B = nn.Parameter(torch.zeros(num_experts, hidden_size, rank))
-        for a in (self.gate_up_lora_A, self.down_lora_A):
-            for e in range(num_experts):  # PEFT's LoRA init: kaiming-uniform A, zero B
-                nn.init.kaiming_uniform_(a[e], a=math.sqrt(5))
+        self.gate_up_lora_A, self.gate_up_lora_B = lora_pair(num_experts, rank, 2 * intermediate_size, hidden_size)
+        self.down_lora_A, self.down_lora_B = lora_pair(num_experts, rank, hidden_size, intermediate_size)
         nn.init.normal_(self.gate_up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
     def _linear(self, x, weight, lora_a, lora_b, groups):
+        base = F.linear(x, weight)  # [N, out]; in the autocast dtype under autocast
+        # grouped_mm is not autocast-aware: run the deltas in the base's dtype, not fp32 [N, out] activations
+        x, lora_a, lora_b = x.to(base.dtype), lora_a.to(base.dtype), lora_b.to(base.dtype)
         if groups.backend != "eager" and (self.rank * x.element_size()) % 16:
             # grouped_mm needs 16-byte aligned rows; a [N, r] activation with a small odd rank is not
             groups = dataclasses.replace(groups, backend="eager")
         delta = groups.linear(groups.linear(x, lora_a), lora_b)  # [N, out], expert e's B_e A_e x
-        return F.linear(x, weight) + self.scaling * delta
+        return base + self.scaling * delta
 
     def forward(self, x: torch.Tensor, groups) -> torch.Tensor:  # x [N, H] sorted by expert
         gate, up = self._linear(x, self.gate_up_proj, self.gate_up_lora_A, self.gate_up_lora_B, groups).chunk(2, dim=-1)
@@ -61,16 +69,22 @@ class LoRAExperts(ExpertBank):
         return super().extra_repr() + f", rank={self.rank}, scaling={self.scaling}"
 
 
-def build_lora_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> LoRAExperts:
-    first = parts[0]
-    if first.kind != "glu":
-        raise ValueError(f"expert kind 'lora' needs a gated (SwiGLU/GeGLU) FFN; this architecture's FFN is {first.kind!r}")
+def copy_expert_options(kind: str, parts: list[FFNWeights], plan: UpcyclePlan, allowed: tuple[str, ...]) -> dict:
+    """Checks of the expert kinds built over one copy of a gated dense FFN (lora, ternary); -> the options."""
+    if parts[0].kind != "glu":
+        raise ValueError(f"expert kind {kind!r} needs a gated (SwiGLU/GeGLU) FFN; this architecture's FFN is {parts[0].kind!r}")
     if plan.experts != "copy" or plan.scale != 1.0:
-        raise ValueError("expert kind 'lora' shares one frozen copy of the dense FFN: use experts='copy' and no expert_scale")
+        raise ValueError(f"expert kind {kind!r} builds on one copy of the dense FFN: use experts='copy' and no expert_scale")
     options = dict(plan.expert_options)
-    unknown = sorted(set(options) - {"rank", "alpha"})
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"UpcyclePlan.expert_options {unknown} are not options of expert kind 'lora' (rank, alpha)")
+        raise ValueError(f"UpcyclePlan.expert_options {unknown} are not options of expert kind {kind!r} {allowed}")
+    return options
+
+
+def build_lora_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> LoRAExperts:
+    options = copy_expert_options("lora", parts, plan, ("rank", "alpha"))
+    first = parts[0]
     bank = LoRAExperts(len(parts), first.hidden_size, first.intermediate_size, act=first.act, **options)
     bank.to(device=first.up.device, dtype=first.up.dtype)
     if first.up.device.type != "meta":

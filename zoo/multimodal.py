@@ -13,7 +13,6 @@ tower's input size anyway; this bounds memory while decoding).
 from __future__ import annotations
 
 import io
-import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -21,12 +20,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from transformers import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import PROCESSOR_NAME
 
 from .routing import MODALITY_IDS
 
 IMAGE_TOKEN = "<image>"
 MAX_IMAGE_SIDE = 4096  # longer side beyond this is shrunk before anything else
 MAX_IMAGE_PIXELS = 64_000_000  # beyond this a file is refused (PIL's decompression-bomb guard)
+DEFAULT_IMAGE_SIZE = 224
 
 
 def load_image(image) -> Image.Image:
@@ -98,26 +103,74 @@ def splice_image_features(
     return embeds, modality_ids
 
 
-class VisionLanguageProcessor:
+class VisionLanguageImageProcessor(BaseImageProcessor):
+    """Images (PIL, path, bytes, HxWx3 uint8 array) -> pixel_values [n, 3, S, S]: shrink to MAX_IMAGE_SIDE,
+    bicubic resize to the tower's square input (no crop), scale to [0, 1], normalise with its mean/std."""
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, image_mean=IMAGENET_DEFAULT_MEAN,
+                 image_std=IMAGENET_DEFAULT_STD, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(image_size, int) or image_size <= 0:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        if len(image_mean) != 3 or len(image_std) != 3 or min(image_std) <= 0:
+            raise ValueError(f"image_mean and image_std need 3 values (RGB), std > 0; got {image_mean}, {image_std}")
+        self.image_size = image_size
+        self.image_mean, self.image_std = [float(m) for m in image_mean], [float(s) for s in image_std]
+
+    def preprocess(self, images, **kwargs) -> BatchFeature:
+        """-> {"pixel_values": float32 tensor} (torch only: the towers are torch modules)."""
+        images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
+        pixels = preprocess_images(images, self.image_size, self.image_mean, self.image_std)
+        return BatchFeature({"pixel_values": pixels})
+
+
+class VisionLanguageProcessor(ProcessorMixin):
     """(images, text with <image>, chat template) -> input_ids, attention_mask, pixel_values.
 
+    A transformers processor (tokenizer + VisionLanguageImageProcessor): `save_pretrained(d)` writes
+    processor_config.json, chat_template.jinja and the tokenizer files, and after `import zoo`
+    `AutoProcessor.from_pretrained(d)` rebuilds it for every VL model type (register_processor).
     The tokenizer gets IMAGE_TOKEN as an added special token; each occurrence in the text is
     expanded to `num_image_tokens` copies so the model can splice the features 1:1.
+
+    `VisionLanguageProcessor(tokenizer, image_size, image_mean, image_std, num_image_tokens=...)`
+    (an int in the image_processor slot) builds the image processor from those three values.
     """
 
-    config_name = "processor_config.json"
+    image_token = IMAGE_TOKEN
 
-    def __init__(self, tokenizer, image_size: int, image_mean, image_std, num_image_tokens: int,
-                 chat_template: str | None = None):
-        if num_image_tokens <= 0:
+    def __init__(self, tokenizer=None, image_processor=None, image_mean=None, image_std=None,
+                 num_image_tokens: int = 1, chat_template: str | None = None, **kwargs):
+        if tokenizer is None:
+            raise ValueError("VisionLanguageProcessor needs a tokenizer")
+        if image_processor is None or isinstance(image_processor, int):
+            size = DEFAULT_IMAGE_SIZE if image_processor is None else image_processor
+            given = {k: v for k, v in (("image_mean", image_mean), ("image_std", image_std)) if v is not None}
+            image_processor = VisionLanguageImageProcessor(size, **given)
+        elif image_mean is not None or image_std is not None:
+            raise ValueError("image_mean/image_std are given twice: pass them in the image processor only")
+        if not isinstance(num_image_tokens, int) or num_image_tokens <= 0:
             raise ValueError(f"num_image_tokens must be positive, got {num_image_tokens}")
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer=tokenizer, image_processor=image_processor, chat_template=chat_template, **kwargs)
         if IMAGE_TOKEN not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        self.image_size, self.image_mean, self.image_std = image_size, tuple(image_mean), tuple(image_std)
         self.num_image_tokens = num_image_tokens
-        self.chat_template = chat_template
+
+    # the tower's input format lives in the image processor; these read it for the pipelines
+    image_size = property(lambda self: self.image_processor.image_size)
+    image_mean = property(lambda self: tuple(self.image_processor.image_mean))
+    image_std = property(lambda self: tuple(self.image_processor.image_std))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        path = pathlib.Path(pretrained_model_name_or_path)
+        if path.is_dir() and not (path / PROCESSOR_NAME).is_file():
+            raise FileNotFoundError(f"{path / PROCESSOR_NAME} not found: {path} holds no saved VisionLanguageProcessor "
+                                    "(save one with processor.save_pretrained)")
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def prompt(self, question: str, answer: str | None = None) -> str:
         """One user turn with one image; the answer (training) follows the assistant header."""
@@ -127,36 +180,30 @@ class VisionLanguageProcessor:
         )
         return text if answer is None else text + answer
 
-    def __call__(self, images: Sequence | None = None, text: str | Sequence[str] = "", padding_side: str = "right"):
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return IMAGE_TOKEN * self.num_image_tokens
+
+    def __call__(self, images: Sequence | None = None, text: str | Sequence[str] = "", padding_side: str = "right",
+                 **kwargs):
         texts = [text] if isinstance(text, str) else list(text)
         images = [] if images is None else ([images] if not isinstance(images, (list, tuple)) else list(images))
         placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
         if placeholders != len(images):
             raise ValueError(f"{len(images)} image(s) given but the text has {placeholders} {IMAGE_TOKEN} placeholder(s)")
-        expanded = [t.replace(IMAGE_TOKEN, IMAGE_TOKEN * self.num_image_tokens) for t in texts]
+        expanded = [t.replace(IMAGE_TOKEN, self.replace_image_token({}, i)) for i, t in enumerate(texts)]
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch["pixel_values"] = preprocess_images(images, self.image_size, self.image_mean, self.image_std)
+        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False, **kwargs)
+        batch["pixel_values"] = self.image_processor(images)["pixel_values"]
         return batch
 
-    # -- save / load next to the model -----------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "image_mean": list(self.image_mean), "image_std": list(self.image_std),
-                "num_image_tokens": self.num_image_tokens, "chat_template": self.chat_template}
 
-    def save_pretrained(self, directory) -> None:
-        directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(directory)
-        (directory / self.config_name).write_text(json.dumps(self.to_dict(), indent=2))
+def register_processor(config_class) -> None:
+    """Make AutoProcessor / AutoImageProcessor build the VL processor for this model type."""
+    from transformers import AutoImageProcessor, AutoProcessor
 
-    @classmethod
-    def from_pretrained(cls, directory):
-        from transformers import AutoTokenizer
-
-        path = pathlib.Path(directory) / cls.config_name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: not a saved VisionLanguageProcessor")
-        return cls(AutoTokenizer.from_pretrained(directory), **json.loads(path.read_text()))
+    AutoProcessor.register(config_class, VisionLanguageProcessor, exist_ok=True)
+    # one class for both backends: resizing is PIL's either way (and no "backend missing" fallback warning)
+    backends = {"pil": VisionLanguageImageProcessor, "torchvision": VisionLanguageImageProcessor}
+    AutoImageProcessor.register(config_class, image_processor_classes=backends, exist_ok=True)

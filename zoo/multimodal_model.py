@@ -4,12 +4,14 @@ FFNs are MoE blocks that read the per-token modality id.
 
     pixel_values [n_img, 3, S, S] --tower (frozen)--> [n_img, N, C] --connector--> [n_img, N', H]
     input_ids [B, L] --embed + splice--> inputs_embeds [B, L, H], modality_ids [B, L]
-    decoder layers: layer.mlp = MoeFeedForward(MoEBlock) on `moe_layers`, dense elsewhere
+    decoder layers: layer.mlp = zoo.upcycle's UpcycledFFN(MoEBlock) on `moe_layers`, dense elsewhere
     loss = CE(answer tokens) + sum over MoE layers of the system's router losses
 
-A system subclasses the config (its fields + validation) and the model (`build_moe_block`,
-`router_aux_loss`). The dense FFN of each MoE layer is upcycled at construction: pass a loaded
-`language_model` to copy real weights; `from_pretrained` builds from config and loads the checkpoint.
+A system subclasses the config (its fields + validation) and the model (`upcycle_plan`: its config as a
+zoo.UpcyclePlan; `router_aux_loss`). The language model is upcycled at construction by
+`zoo.upcycle(language_model, plan)`: pass a loaded `language_model` to copy real weights;
+`from_pretrained` builds from config and loads the checkpoint. `generate()` works as for LLaVA: the
+image features are spliced on the prefill step only, cached decoding feeds text tokens (modality 0).
 """
 from __future__ import annotations
 
@@ -18,13 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .connectors import Connector
-from .moe import MoEBlock
-from .routing import MODALITY_IDS, RoutingResult, TopKRouter
-from .ternary import UpcycledGLUExperts
+from .routing import MODALITY_IDS, RoutingResult
+from .upcycle import UpcycledFFN, UpcyclePlan, upcycle
 from .vision_towers import build_vision_tower
 
 DEFAULT_VISION_TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 128, "feature_layer": -1,
@@ -93,62 +94,23 @@ class MultimodalMoeConfig(PretrainedConfig):
         return self.text_config.num_hidden_layers
 
 
-# -- dense FFN -> expert weights ----------------------------------------------------------------------
-def dense_ffn_weights(mlp: nn.Module) -> dict:
-    """The dense FFN of Llama/Qwen/Mistral (gate/up/down), Phi-3 (fused gate_up) or Phi-2 (fc1/fc2)."""
-    if hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, nn.Linear):  # Phi-3: gate rows first
-        return {"kind": "glu", "gate_up": mlp.gate_up_proj.weight, "down": mlp.down_proj.weight}
-    if all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
-        return {"kind": "glu", "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), "down": mlp.down_proj.weight}
-    if hasattr(mlp, "fc1") and hasattr(mlp, "fc2"):
-        return {"kind": "mlp", "up": mlp.fc1.weight, "up_bias": mlp.fc1.bias, "down": mlp.fc2.weight, "down_bias": mlp.fc2.bias}
-    raise ValueError(f"cannot upcycle {type(mlp).__name__}: expected gate/up/down, gate_up_proj/down_proj or fc1/fc2")
-
-
-class RoutingContext:
-    """Per-forward routing inputs the wrapper sets and every MoE layer reads ([B, L] each)."""
-
-    modality_ids: torch.Tensor | None = None
-    padding_mask: torch.Tensor | None = None
-
-
-class MoeFeedForward(nn.Module):
-    """Drop-in for a decoder FFN: [B, S, H] -> [B, S, H] through an MoEBlock; keeps the last routing."""
-
-    def __init__(self, block: MoEBlock, context: RoutingContext):
-        super().__init__()
-        self.block = block
-        self.context = context
-        self.last_routing: RoutingResult | None = None
-        self.last_modality_ids: torch.Tensor | None = None
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        modality_ids, padding = self.context.modality_ids, self.context.padding_mask
-        if modality_ids is None or modality_ids.shape != hidden.shape[:2]:
-            # cached decoding feeds only new tokens, and those are text (as in MoIIE's code)
-            modality_ids = hidden.new_full(hidden.shape[:2], MODALITY_IDS["text"], dtype=torch.long)
-            padding = None
-        out, routing = self.block(hidden, modality_ids=modality_ids, padding_mask=padding)
-        self.last_routing, self.last_modality_ids = routing, modality_ids.reshape(-1)
-        return out
-
-
 @dataclass
 class MultimodalMoeOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    past_key_values: object | None = None
     aux_loss: torch.Tensor | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None
     modality_ids: torch.Tensor | None = None
 
 
-class MultimodalMoeForConditionalGeneration(PreTrainedModel):
-    """Dense baseline when subclasses do not override `build_moe_block`: each chosen FFN becomes a
+class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
+    """Dense baseline when subclasses do not override `upcycle_plan`: each chosen FFN becomes a
     single expert (the FFN plus an optional LoRA delta) so it trains exactly like the MoE systems."""
 
     config_class = MultimodalMoeConfig
     base_model_prefix = "model"
-    _no_split_modules = ["MoeFeedForward"]
+    _no_split_modules = ["UpcycledFFN"]
     _supports_sdpa = True
     main_input_name = "input_ids"
 
@@ -156,26 +118,34 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
                  load_tower_weights: bool = True):
         super().__init__(config)
         self.vision_tower = build_vision_tower(config.vision_tower, load_weights=load_tower_weights)
-        self.vision_tower.requires_grad_(False)  # frozen in every recipe of these papers
+        self.vision_tower.requires_grad_(False).eval()  # frozen (weights and BatchNorm statistics) in every recipe
         text = config.text_config
         self.connector = Connector(config.projector_type, self.vision_tower.hidden_size, text.hidden_size,
                                    config.image_token_budget)
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(text)
-        self.routing_context = RoutingContext()
         self.moe_layer_ids = resolve_layers(config.moe_layers, text.num_hidden_layers)
-        for index in self.moe_layer_ids:
-            layer = self.decoder_layers[index]
-            layer.mlp = MoeFeedForward(self.build_moe_block(index, layer.mlp), self.routing_context)
+        if self.moe_layer_ids:
+            upcycle(self.language_model, self.upcycle_plan())
+        if load_tower_weights:
+            # post_init() re-initialises every module not flagged as loaded (BatchNorm -> identity stats,
+            # convs -> N(0, 0.02)); the tower's packaged weights were loaded above and must survive it
+            for module in self.vision_tower.modules():
+                module._is_hf_initialized = True
         self.post_init()
 
     # -- what a system defines ---------------------------------------------------------------------
-    def build_moe_block(self, layer_index: int, dense_mlp: nn.Module) -> MoEBlock:
-        weights = dense_ffn_weights(dense_mlp)
-        if weights["kind"] != "glu":
-            raise ValueError("the dense baseline upcycles SwiGLU FFNs only")
-        experts = UpcycledGLUExperts(1, weights["gate_up"], weights["down"], self.config.text_config.hidden_act,
-                                     self.config.expert_lora_rank)
-        return MoEBlock(TopKRouter(self.config.text_config.hidden_size, 1, 1), experts)
+    def upcycle_plan(self) -> UpcyclePlan:
+        """The system's config as a zoo.UpcyclePlan; the dense baseline: one expert, always chosen."""
+        return UpcyclePlan(num_experts=1, num_experts_per_tok=1, **self.expert_plan_fields())
+
+    def expert_plan_fields(self) -> dict:
+        """Plan fields every system shares: where the MoE layers are and what an expert is
+        (full copies of the dense FFN, or expert kind "lora" at scaling 1: alpha = rank)."""
+        rank = self.config.expert_lora_rank
+        fields = {"layers": self.moe_layer_ids, "router_aux_loss_coef": self.config.router_aux_loss_coef}
+        if rank is not None:
+            fields.update(expert_kind="lora", expert_options={"rank": rank, "alpha": rank})
+        return fields
 
     def router_aux_loss(self, routing: RoutingResult) -> torch.Tensor:
         return self.config.router_aux_loss_coef * routing.aux_losses["load_balance"]
@@ -185,8 +155,18 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
     def decoder_layers(self) -> nn.ModuleList:
         return self.language_model.model.layers
 
-    def moe_feed_forwards(self) -> list[MoeFeedForward]:
+    @property
+    def routing_context(self):
+        return self.language_model.routing_context
+
+    def moe_feed_forwards(self) -> list[UpcycledFFN]:
         return [self.decoder_layers[i].mlp for i in self.moe_layer_ids]
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -215,22 +195,29 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
         return splice_image_features(input_ids, text_embeds, features, self.config.image_token_id)
 
     # -- forward -------------------------------------------------------------------------------------
-    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, labels=None, inputs_embeds=None,
-                modality_ids=None, output_router_logits: bool = False, logits_to_keep: int = 0, **kwargs):
+    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache: bool | None = None, modality_ids=None,
+                output_router_logits: bool = False, logits_to_keep: int = 0, **kwargs):
+        """input_ids [B, S] (with pixel_values on the prefill step only; cached decoding feeds the new
+        text tokens, S = 1), attention_mask [B, past + S], past_key_values: the language model's cache."""
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("pass input_ids (with pixel_values for the image placeholders) or inputs_embeds")
-            inputs_embeds, modality_ids = self.embed(input_ids, pixel_values)  # [B, L, H], [B, L]
+            inputs_embeds, modality_ids = self.embed(input_ids, pixel_values)  # [B, S, H], [B, S]
         elif modality_ids is None:
             modality_ids = torch.full(inputs_embeds.shape[:2], MODALITY_IDS["text"], dtype=torch.long,
                                       device=inputs_embeds.device)
-        self.routing_context.modality_ids = modality_ids
-        self.routing_context.padding_mask = None if attention_mask is None else attention_mask.bool()
-        try:
-            hidden = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                               **kwargs).last_hidden_state  # [B, L, H]
-        finally:
-            self.routing_context.modality_ids = self.routing_context.padding_mask = None
+        if use_cache is None and labels is not None:
+            use_cache = False  # a training / scoring forward keeps no KV cache
+        padding_mask = None
+        if attention_mask is not None and attention_mask.dim() == 2:
+            padding_mask = attention_mask[:, -inputs_embeds.shape[1]:].bool()  # the current tokens' columns
+        if self.moe_layer_ids:  # stays set after the forward: activation checkpointing recomputes the layers in backward
+            self.routing_context.set(modality_ids, None, padding_mask)
+        outputs = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                            position_ids=position_ids, past_key_values=past_key_values,
+                                            use_cache=use_cache, **kwargs)
+        hidden = outputs.last_hidden_state  # [B, S, H]
         routings = [ffn.last_routing for ffn in self.moe_feed_forwards()]
         aux_loss = sum((self.router_aux_loss(r) for r in routings), hidden.new_zeros((), dtype=torch.float32))
         lm_head = self.language_model.get_output_embeddings()
@@ -238,7 +225,7 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
         if labels is not None:
             # only the supervised positions reach the vocabulary head (it dominates the cost otherwise)
             targets = labels[:, 1:]
-            keep = targets != -100  # [B, L-1]
+            keep = targets != -100  # [B, S-1]
             if not keep.any():
                 raise ValueError("labels supervise no token (all -100)")
             logits = lm_head(hidden[:, :-1][keep]).float()  # [n_supervised, V]
@@ -246,27 +233,30 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel):
         else:
             logits = lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         return MultimodalMoeOutput(
-            loss=loss, logits=logits, aux_loss=aux_loss, modality_ids=modality_ids,
-            router_logits=tuple(r.logits for r in routings) if output_router_logits else None,
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, aux_loss=aux_loss,
+            modality_ids=modality_ids, router_logits=tuple(r.logits for r in routings) if output_router_logits else None,
         )
 
-    # -- inference helpers (short answers: no KV cache needed) -------------------------------------------
+    # -- inference helper for the gallery ------------------------------------------------------------------
     @torch.no_grad()
     def greedy_answer(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, stop_ids, max_new_tokens: int = 8):
-        """One sample [1, L]: greedy tokens until a stop id; -> (new token ids, routing per MoE layer of the prompt)."""
-        inputs_embeds, modality_ids = self.embed(input_ids, pixel_values)
-        new_ids, prompt_routing = [], None
+        """One sample [1, L], KV-cached greedy decoding until a stop id
+        -> (new token ids, per MoE layer: (routing of the prompt, its modality ids [L]))."""
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"greedy_answer takes one sample (input_ids [1, L]), got batch {input_ids.shape[0]}; "
+                             "use generate() for batches")
+        out = self(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, logits_to_keep=1)
+        prompt_routing = [(f.last_routing, out.modality_ids.reshape(-1)) for f in self.moe_feed_forwards()]
+        new_ids = []
         for _ in range(max_new_tokens):
-            out = self(inputs_embeds=inputs_embeds, modality_ids=modality_ids, logits_to_keep=1)
-            if prompt_routing is None:
-                prompt_routing = [(f.last_routing, f.last_modality_ids) for f in self.moe_feed_forwards()]
             token = int(out.logits[0, -1].argmax())
             if token in stop_ids:
                 break
             new_ids.append(token)
-            embed = self.language_model.get_input_embeddings()(torch.tensor([[token]]))
-            inputs_embeds = torch.cat([inputs_embeds, embed.to(inputs_embeds.dtype)], dim=1)
-            modality_ids = torch.cat([modality_ids, modality_ids.new_zeros(1, 1)], dim=1)
+            if len(new_ids) == max_new_tokens:
+                break
+            out = self(input_ids=input_ids.new_tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+                       logits_to_keep=1)
         return new_ids, prompt_routing
 
 
@@ -275,7 +265,7 @@ def parameter_counts(model: MultimodalMoeForConditionalGeneration) -> dict[str, 
     total = sum(p.numel() for p in model.parameters())
     inactive = 0
     for ffn in model.moe_feed_forwards():
-        experts = ffn.block.experts
+        experts = ffn.moe.experts
         per_expert = sum(p.numel() for p in experts.parameters()) // experts.num_experts
         inactive += (experts.num_experts - model.config.num_experts_per_tok) * per_expert
     tower = sum(p.numel() for p in model.vision_tower.parameters())

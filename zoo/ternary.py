@@ -5,7 +5,8 @@ Training (quantisation-aware, latent full-precision weights, straight-through es
     x_q = a * clamp(round(x / a), -128, 127), a = max|x| / 127 per token (absmax)  x_ste = x + sg(x_q - x)
 Inference / checkpoints: codes + 1 in {0, 1, 2}, four per byte (2 bits/weight) + one fp32 scale per
 expert matrix, unpacked on the fly only for the experts that received tokens (`ternary_packed`
-grouped-linear backend, registered with zoo.dispatch).
+grouped-linear backend, registered with zoo.dispatch). Expert kind "ternary" for zoo.upcycle
+(`UpcyclePlan(expert_kind="ternary", expert_options={"rank": 8, "packed": False})`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from torch.nn import functional as F
 
 from .dispatch import eager_grouped_linear, register_backend
 from .experts import ExpertBank, activation
+from .ffn_adapters import FFNWeights
+from .lora_experts import copy_expert_options, lora_pair
+from .upcycle import UpcyclePlan, register_expert_kind
 
 
 # -- quantisers ---------------------------------------------------------------------------------
@@ -85,75 +89,54 @@ def packed_ternary_linear(x, weight, bias, groups) -> torch.Tensor:
 register_backend("ternary_packed", packed_ternary_linear)
 
 
-# -- expert weights: full latent or frozen base + per-expert low-rank delta -------------------------
-class LowRankExpertWeights(nn.Module):
-    """W_e = base + (alpha / r) * B_e A_e: E experts upcycled from one frozen matrix, trained as LoRA
-    deltas (only A, B are trainable, so a trained bank ships in a few MB). B starts at zero."""
-
-    def __init__(self, base: torch.Tensor, num_experts: int, rank: int, alpha: float | None = None):
-        super().__init__()
-        if rank <= 0:
-            raise ValueError(f"lora rank must be positive, got {rank}")
-        out_features, in_features = base.shape
-        self.register_buffer("base", base.detach().clone())  # [out, in]
-        self.lora_A = nn.Parameter(torch.empty(num_experts, rank, in_features, device=base.device))
-        self.lora_B = nn.Parameter(torch.zeros(num_experts, out_features, rank, device=base.device))
-        if not self.lora_A.is_meta:
-            nn.init.kaiming_uniform_(self.lora_A.view(-1, in_features), a=math.sqrt(5))
-        self.scaling = (alpha if alpha is not None else rank) / rank
-
-    def forward(self) -> torch.Tensor:  # [E, out, in]
-        return self.base + self.scaling * torch.bmm(self.lora_B, self.lora_A)
-
-
-def expert_matrix(num_experts: int, base: torch.Tensor, lora_rank: int | None) -> nn.Module | nn.Parameter:
-    """Copied full experts (a Parameter [E, out, in]) or low-rank deltas over the shared base."""
-    if lora_rank is None:
-        return nn.Parameter(base.detach()[None].repeat(num_experts, 1, 1).clone())
-    return LowRankExpertWeights(base, num_experts, lora_rank)
-
-
-def materialise(weight) -> torch.Tensor:
-    """[E, out, in] weights, in the autocast dtype when autocast is on (grouped_mm is not autocast-aware)."""
-    weight = weight() if isinstance(weight, LowRankExpertWeights) else weight
-    if weight.device.type != "meta" and torch.is_autocast_enabled(weight.device.type):
-        weight = weight.to(torch.get_autocast_dtype(weight.device.type))
-    return weight
-
-
-class UpcycledGLUExperts(ExpertBank):
-    """Full-precision SwiGLU experts copied from one dense FFN (gate_up [2I, H], down [H, I]):
-    `lora_rank=None` copies the weights (MoE-LLaVA, MoIIE), an int trains per-expert LoRA deltas."""
+# -- the expert bank (expert kind "ternary") ---------------------------------------------------------------
+class TernaryGLUExperts(ExpertBank):
+    """SwiGLU experts with ternary weights and int8 activations (MoTE), upcycled from one dense FFN
+    (gate_up [2I, H], down [H, I]). Latent weights for training are either full copies
+    (gate_up_proj [E, 2I, H], down_proj [E, H, I]) or, with `lora_rank` r, the frozen dense FFN plus
+    per-expert LoRA deltas in zoo.lora_experts' layout (gate_up_proj [2I, H] frozen, gate_up_lora_A
+    [E, r, H], gate_up_lora_B [E, 2I, r], ...): W_e = W + (alpha / r) B_e A_e, quantised as a whole,
+    so a trained bank ships in a few MB. `pack_()` freezes W_e into 2-bit codes for inference."""
 
     def __init__(self, num_experts: int, gate_up: torch.Tensor, down: torch.Tensor, act: str = "silu",
-                 lora_rank: int | None = None):
+                 lora_rank: int | None = None, lora_alpha: float | None = None, packed: bool = False):
         super().__init__(num_experts, gate_up.shape[1], down.shape[1])
-        self.gate_up_proj = expert_matrix(num_experts, gate_up, lora_rank)
-        self.down_proj = expert_matrix(num_experts, down, lora_rank)
+        if lora_rank is not None and (not isinstance(lora_rank, int) or lora_rank <= 0):
+            raise ValueError(f"ternary experts: lora rank must be a positive integer or None, got {lora_rank!r}")
         self.act_fn = activation(act)
-
-    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
-        gate_up, down = materialise(self.gate_up_proj), materialise(self.down_proj)
-        gate, up = groups.linear(x.to(gate_up.dtype), gate_up).chunk(2, dim=-1)  # [N, I] each
-        return groups.linear(self.act_fn(gate) * up, down)  # [N, H]
-
-
-class TernaryGLUExperts(UpcycledGLUExperts):
-    """SwiGLU experts with ternary weights and int8 activations (MoTE). Train on latent weights
-    (full or LoRA over the dense FFN); `pack_()` freezes them into 2-bit codes for inference."""
-
-    def __init__(self, num_experts: int, gate_up: torch.Tensor, down: torch.Tensor, act: str = "silu",
-                 lora_rank: int | None = None, packed: bool = False):
-        super().__init__(num_experts, gate_up, down, act, lora_rank)
-        self.packed = False
+        self.lora_rank = lora_rank
+        self.scaling = 1.0 if lora_rank is None else (lora_rank if lora_alpha is None else lora_alpha) / lora_rank
         self.shapes = {"gate_up_proj": tuple(gate_up.shape), "down_proj": tuple(down.shape)}
+        for name, base in (("gate_up_proj", gate_up), ("down_proj", down)):
+            if lora_rank is None:
+                setattr(self, name, nn.Parameter(base.detach()[None].repeat(num_experts, 1, 1)))
+            else:
+                setattr(self, name, nn.Parameter(base.detach().clone(), requires_grad=False))
+                lora_a, lora_b = lora_pair(num_experts, lora_rank, *base.shape, device=base.device)
+                setattr(self, self._lora_name(name, "A"), lora_a)
+                setattr(self, self._lora_name(name, "B"), lora_b)
+        self.packed = False
         if packed:
             self.pack_()
+
+    @staticmethod
+    def _lora_name(name: str, which: str) -> str:
+        return f"{name.removesuffix('_proj')}_lora_{which}"
+
+    def latent(self, name: str) -> torch.Tensor:
+        """[E, out, in] latent weights, in the autocast dtype when autocast is on (grouped_mm is not autocast-aware)."""
+        weight = getattr(self, name)
+        if self.lora_rank is not None:
+            delta = torch.bmm(getattr(self, self._lora_name(name, "B")), getattr(self, self._lora_name(name, "A")))
+            weight = weight + self.scaling * delta
+        if weight.device.type != "meta" and torch.is_autocast_enabled(weight.device.type):
+            weight = weight.to(torch.get_autocast_dtype(weight.device.type))
+        return weight
 
     def quantised(self, name: str):
         if self.packed:
             return PackedTernary(getattr(self, f"{name}_packed"), getattr(self, f"{name}_scale"), self.shapes[name])
-        return ternary_ste(materialise(getattr(self, name)))
+        return ternary_ste(self.latent(name))
 
     def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
         if self.packed and groups.backend != "ternary_packed":
@@ -168,7 +151,7 @@ class TernaryGLUExperts(UpcycledGLUExperts):
     def pack_(self) -> "TernaryGLUExperts":
         """Replace the latent weights by 2-bit codes + scales (saved as buffers; irreversible)."""
         for name in ("gate_up_proj", "down_proj"):
-            weight = materialise(getattr(self, name))
+            weight = self.latent(name)
             if weight.is_meta:
                 packed = torch.empty(weight.shape[0], math.ceil(weight.shape[1] * weight.shape[2] / 4), dtype=torch.uint8, device="meta")
                 scale = torch.empty(weight.shape[0], device="meta")
@@ -176,6 +159,9 @@ class TernaryGLUExperts(UpcycledGLUExperts):
                 codes, scale = ternary_codes(weight)
                 packed = pack_ternary(codes)
             delattr(self, name)
+            if self.lora_rank is not None:
+                delattr(self, self._lora_name(name, "A"))
+                delattr(self, self._lora_name(name, "B"))
             self.register_buffer(f"{name}_packed", packed)
             self.register_buffer(f"{name}_scale", scale)
         self.packed = True
@@ -187,6 +173,18 @@ class TernaryGLUExperts(UpcycledGLUExperts):
         bits = sum(b.numel() * b.element_size() * 8 for n, b in self.named_buffers() if n.endswith(("_packed", "_scale")))
         weights = self.num_experts * 3 * self.hidden_size * self.intermediate_size
         return bits / weights
+
+
+def build_ternary_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> TernaryGLUExperts:
+    """Expert kind "ternary": `expert_options` rank (None = full latent copies), alpha (default rank), packed."""
+    options = copy_expert_options("ternary", parts, plan, ("rank", "alpha", "packed"))
+    first = parts[0]
+    return TernaryGLUExperts(len(parts), torch.cat([first.gate, first.up], dim=0), first.down, first.act,
+                             lora_rank=options.get("rank"), lora_alpha=options.get("alpha"),
+                             packed=options.get("packed", False))
+
+
+register_expert_kind("ternary", build_ternary_experts)
 
 
 # -- int8 weight-only PTQ ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ per-forward routing context (`modality_ids`, `expert_mask`, `padding_mask`) shar
 the model (set it with `routing_context(model, ...)`), and keeps its last `RoutingResult`.
 
 Expert kinds are builders in `EXPERT_KINDS` (`register_expert_kind`): "glu" and "mlp" here, "lora"
-in zoo.lora_experts; other systems register theirs (e.g. ternary) the same way.
+in zoo.lora_experts, "ternary" in zoo.ternary (MoTE); other systems register theirs the same way.
 """
 from __future__ import annotations
 
@@ -295,10 +295,13 @@ class UpcycledFFN(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         ctx = self.context
-        padding = ctx.padding_mask
+        padding, modality_ids = ctx.padding_mask, ctx.modality_ids
         if padding is not None and padding.shape != hidden.shape[:-1]:
             padding = None  # the loss mask only covers the prompt (e.g. during cached decoding); losses then count every token
-        out, routing = self.moe(hidden, modality_ids=ctx.modality_ids, expert_mask=ctx.expert_mask, padding_mask=padding)
+        if modality_ids is not None and modality_ids.shape != hidden.shape[:-1]:
+            # ids of the whole prompt while cached decoding feeds only new tokens: those are text (as in MoIIE's code)
+            modality_ids = torch.full(hidden.shape[:-1], MODALITY_IDS["text"], dtype=torch.long, device=hidden.device)
+        out, routing = self.moe(hidden, modality_ids=modality_ids, expert_mask=ctx.expert_mask, padding_mask=padding)
         self.last_routing = routing
         return self.dropout(out)
 

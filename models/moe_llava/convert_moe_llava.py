@@ -1,6 +1,6 @@
 """MoE-LLaVA (DeepSpeed MoE) state dict -> MoeLlavaForConditionalGeneration keys.
 
-    model.layers.{even}.mlp.deepspeed_moe.gate.wg.weight [E, H]                  -> ...mlp.block.router.weight
+    model.layers.{even}.mlp.deepspeed_moe.gate.wg.weight [E, H]                  -> ...mlp.moe.router.weight
     model.layers.{even}.mlp.deepspeed_moe.experts.deepspeed_experts.{e}.
         {gate_proj,up_proj,down_proj}.weight (StableLM/Qwen-style SwiGLU)         -> ...experts.{gate_up_proj, down_proj}
         fc1.{weight,bias}, fc2.{weight,bias} (Phi-2)                             -> ...experts.{up_proj(_bias), down_proj(_bias)}
@@ -30,7 +30,7 @@ def convert_moe_llava_state_dict(state: dict, config: MoeLlavaConfig) -> dict:
     experts, rest = group_expert_keys(state, EXPERT_KEY)
     out = {}
     for layer, names in experts.items():
-        prefix = f"language_model.model.layers.{layer}.mlp.block.experts"
+        prefix = f"language_model.model.layers.{layer}.mlp.moe.experts"
         where = f"layer {layer}"
         if "fc1.weight" in names:  # Phi-2
             for src, dst in (("fc1.weight", "up_proj"), ("fc1.bias", "up_proj_bias"),
@@ -44,7 +44,7 @@ def convert_moe_llava_state_dict(state: dict, config: MoeLlavaConfig) -> dict:
         if key.endswith(GATE):
             if value.shape[0] != config.num_experts:
                 raise ValueError(f"{key}: gate has {value.shape[0]} experts, config num_experts={config.num_experts}")
-            out[key[: -len(GATE)].replace("model.", "language_model.model.", 1) + ".mlp.block.router.weight"] = value
+            out[key[: -len(GATE)].replace("model.", "language_model.model.", 1) + ".mlp.moe.router.weight"] = value
         else:
             out[rename(key, RULES)] = value
     return out

@@ -6,11 +6,9 @@
 """
 from __future__ import annotations
 
-from zoo.experts import MLPExperts
-from zoo.moe import MoEBlock
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration, dense_ffn_weights
+from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
 from zoo.routing import TopKRouter
-from zoo.ternary import UpcycledGLUExperts
+from zoo.upcycle import UpcyclePlan
 
 from .configuration_moe_llava import MoeLlavaConfig
 
@@ -30,31 +28,22 @@ class MoeLlavaTopKRouter(TopKRouter):
         return self
 
 
-def copied_experts(num_experts: int, dense_mlp, act: str, lora_rank: int | None):
-    """The dense FFN copied into E experts: SwiGLU (Llama, Phi-3) or fc1/fc2 with biases (Phi-2)."""
-    weights = dense_ffn_weights(dense_mlp)
-    if weights["kind"] == "glu":
-        return UpcycledGLUExperts(num_experts, weights["gate_up"], weights["down"], act, lora_rank)
-    if lora_rank is not None:
-        raise ValueError("expert_lora_rank is supported for SwiGLU FFNs only; Phi-2 experts are copied in full")
-    up, down = weights["up"], weights["down"]
-    experts = MLPExperts(num_experts, up.shape[1], up.shape[0], act=act, bias=weights["up_bias"] is not None)
-    experts.to(up.device)
-    with __import__("torch").no_grad():
-        experts.up_proj.copy_(up.expand(num_experts, -1, -1))
-        experts.down_proj.copy_(down.expand(num_experts, -1, -1))
-        if weights["up_bias"] is not None:
-            experts.up_proj_bias.copy_(weights["up_bias"].expand(num_experts, -1))
-            experts.down_proj_bias.copy_(weights["down_bias"].expand(num_experts, -1))
-    return experts
-
-
 class MoeLlavaForConditionalGeneration(MultimodalMoeForConditionalGeneration):
     config_class = MoeLlavaConfig
 
-    def build_moe_block(self, layer_index, dense_mlp) -> MoEBlock:
+    def __init__(self, config: MoeLlavaConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        # The plan's router has one capacity factor; DeepSpeed's gate switches to another in eval.
+        # That switch is MoE-LLaVA's alone, so its router subclass replaces the plan's (same weights).
+        for ffn in self.moe_feed_forwards():
+            plain = ffn.moe.router
+            router = MoeLlavaTopKRouter(plain.hidden_size, plain.num_experts, plain.top_k, config.capacity_factor,
+                                        config.eval_capacity_factor, config.min_capacity)
+            router.load_state_dict(plain.state_dict())
+            ffn.moe.router = router.to(plain.weight.device).train(plain.training)
+
+    def upcycle_plan(self) -> UpcyclePlan:
         config = self.config
-        router = MoeLlavaTopKRouter(config.text_config.hidden_size, config.num_experts, config.num_experts_per_tok,
-                                    config.capacity_factor, config.eval_capacity_factor, config.min_capacity)
-        experts = copied_experts(config.num_experts, dense_mlp, config.text_config.hidden_act, config.expert_lora_rank)
-        return MoEBlock(router, experts)
+        return UpcyclePlan(num_experts=config.num_experts, num_experts_per_tok=config.num_experts_per_tok,
+                           gumbel_second=True, capacity_factor=config.capacity_factor,
+                           min_capacity=config.min_capacity, **self.expert_plan_fields())

@@ -1,8 +1,8 @@
 """Released MoIIE (Bunny-style) state dict -> MoiieForConditionalGeneration keys.
 
-    model.layers.{odd}.mlp.experts.{e}.{gate_up_proj|gate_proj,up_proj|down_proj}.weight -> ...mlp.block.experts.{gate_up_proj,down_proj} [E, ...]
-    model.layers.{odd}.mlp.gate_vis.weight [R, H]   -> ...mlp.block.router.gates.image.weight
-    model.layers.{odd}.mlp.gate.weight     [R, H]   -> ...mlp.block.router.gates.text.weight
+    model.layers.{odd}.mlp.experts.{e}.{gate_up_proj|gate_proj,up_proj|down_proj}.weight -> ...mlp.moe.experts.{gate_up_proj,down_proj} [E, ...]
+    model.layers.{odd}.mlp.gate_vis.weight [R, H]   -> ...mlp.moe.router.gates.image.weight
+    model.layers.{odd}.mlp.gate.weight     [R, H]   -> ...mlp.moe.router.gates.text.weight
     model.vision_tower.vision_tower.*  -> vision_tower.model.*        model.mm_projector.{0,2}.* -> connector.projector.{0,2}.*
     model.*                            -> language_model.model.*      lm_head.*                  -> language_model.lm_head.*
 
@@ -31,14 +31,14 @@ def convert_moiie_state_dict(state: dict, config: MoiieConfig) -> dict:
     experts, rest = group_expert_keys(state, EXPERT_KEY)
     out = {}
     for layer, names in experts.items():
-        prefix = f"language_model.model.layers.{layer}.mlp.block"
+        prefix = f"language_model.model.layers.{layer}.mlp.moe"
         for name, value in glu_bank(names, config.num_experts, f"layer {layer}").items():
             out[f"{prefix}.experts.{name}"] = value
     for key, value in rest.items():
         parts = key.split(".")
         if key.startswith("model.layers.") and parts[3] == "mlp" and parts[4] in ("gate", "gate_vis"):
             modality = "image" if parts[4] == "gate_vis" else "text"
-            out[f"language_model.model.layers.{parts[2]}.mlp.block.router.gates.{modality}.weight"] = value
+            out[f"language_model.model.layers.{parts[2]}.mlp.moe.router.gates.{modality}.weight"] = value
         else:
             out[rename(key, RULES)] = value
     return out

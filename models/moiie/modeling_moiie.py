@@ -11,10 +11,8 @@ Unlike the released code, the last patch of an image is routed as an image token
 """
 from __future__ import annotations
 
-from zoo.moe import MoEBlock
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration, dense_ffn_weights
-from zoo.routing import ModalityRouter
-from zoo.ternary import UpcycledGLUExperts
+from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
+from zoo.upcycle import UpcyclePlan
 
 from .configuration_moiie import MoiieConfig
 
@@ -22,20 +20,14 @@ from .configuration_moiie import MoiieConfig
 class MoiieForConditionalGeneration(MultimodalMoeForConditionalGeneration):
     config_class = MoiieConfig
 
-    def build_moe_block(self, layer_index, dense_mlp) -> MoEBlock:
+    def upcycle_plan(self) -> UpcyclePlan:
         config = self.config
-        weights = dense_ffn_weights(dense_mlp)
-        if weights["kind"] != "glu":
-            raise ValueError(f"MoIIE upcycles SwiGLU FFNs (Phi-3, Llama); layer {layer_index} has an fc1/fc2 MLP")
         groups = config.resolved_expert_groups()
-        router = ModalityRouter(
-            config.text_config.hidden_size, config.num_experts,
+        return UpcyclePlan(
+            num_experts=config.num_experts, num_experts_per_tok=config.num_experts_per_tok, router="modality",
             modality_experts={"image": groups["image"], "text": groups["text"]}, shared_experts=groups["shared"],
-            top_k=config.num_experts_per_tok, normalize=True, jitter=config.router_jitter_noise,
+            normalize=True, jitter=config.router_jitter_noise, **self.expert_plan_fields(),
         )
-        experts = UpcycledGLUExperts(config.num_experts, weights["gate_up"], weights["down"],
-                                     config.text_config.hidden_act, config.expert_lora_rank)
-        return MoEBlock(router, experts)
 
     def router_aux_loss(self, routing):
         losses = routing.aux_losses

@@ -8,10 +8,9 @@
 """
 from __future__ import annotations
 
-from zoo.moe import MoEBlock
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration, dense_ffn_weights
-from zoo.routing import TopKRouter
-from zoo.ternary import TernaryGLUExperts
+from zoo import ternary  # noqa: F401  (registers expert kind "ternary")
+from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
+from zoo.upcycle import UpcyclePlan
 
 from .configuration_mote import MoteConfig
 
@@ -19,21 +18,24 @@ from .configuration_mote import MoteConfig
 class MoteForConditionalGeneration(MultimodalMoeForConditionalGeneration):
     config_class = MoteConfig
 
-    def build_moe_block(self, layer_index, dense_mlp) -> MoEBlock:
+    def __init__(self, config: MoteConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        for ffn in self.moe_feed_forwards():
+            ffn.moe.shared_experts.requires_grad_(False)  # the full-precision FFN stays as it was trained
+
+    def upcycle_plan(self) -> UpcyclePlan:
         config = self.config
-        weights = dense_ffn_weights(dense_mlp)
-        if weights["kind"] != "glu":
-            raise ValueError(f"MoTE's ternary experts are SwiGLU; layer {layer_index} has an fc1/fc2 MLP")
-        dense_mlp.requires_grad_(False)
+        fields = self.expert_plan_fields()
+        options = {**fields.pop("expert_options", {}), "packed": config.ternary_packed}
+        fields.pop("expert_kind", None)
         # top-1 without renormalisation: the gate value g_i must stay a probability or the router gets no gradient
-        router = TopKRouter(config.text_config.hidden_size, config.num_experts, config.num_experts_per_tok, normalize=False)
-        experts = TernaryGLUExperts(config.num_experts, weights["gate_up"], weights["down"], config.text_config.hidden_act,
-                                    config.expert_lora_rank, packed=config.ternary_packed)
-        return MoEBlock(router, experts, shared_experts=dense_mlp, dispatch_backend="ternary_packed")
+        return UpcyclePlan(num_experts=config.num_experts, num_experts_per_tok=config.num_experts_per_tok,
+                           normalize=False, expert_kind="ternary", expert_options=options, shared_ffn="dense",
+                           dispatch_backend="ternary_packed", **fields)
 
     def pack_experts_(self) -> "MoteForConditionalGeneration":
         """Freeze every ternary bank into 2-bit codes; the saved config then says ternary_packed=True."""
         for ffn in self.moe_feed_forwards():
-            ffn.block.experts.pack_()
+            ffn.moe.experts.pack_()
         self.config.ternary_packed = True
         return self
