@@ -43,20 +43,21 @@ def build_tab(system: str, intro: str, extra_outputs=None) -> None:
 
     gr.Markdown(intro)
     samples = easyvqa_samples()
+    key = system.replace("-", "_")  # endpoint and element names
     with gr.Row():
         with gr.Column():
             image = gr.Image(type="filepath", label="image (any size; shrunk to 4096 px max side, then 128 px)",
-                             elem_id=f"{system}-image")
+                             elem_id=f"{key}-image")
             question = gr.Textbox(label="question", placeholder="what shape is in the image?",
-                                  elem_id=f"{system}-question")
+                                  elem_id=f"{key}-question")
             pick = gr.Dropdown(choices=[f"{i}: {q} ({a})" for i, (_, q, a) in enumerate(samples)],
                                label="or pick an easy-VQA test sample (expected answer in brackets)")
-            ask = gr.Button("Ask", variant="primary", elem_id=f"{system}-ask")
+            ask = gr.Button("Ask", variant="primary", elem_id=f"{key}-ask")
         with gr.Column():
-            reply = gr.Textbox(label="answer", elem_id=f"{system}-answer")
+            reply = gr.Textbox(label="answer", elem_id=f"{key}-answer")
             summary = gr.Markdown()
             table = gr.Dataframe(label="routing per MoE layer: share of each modality's slots per expert",
-                                 interactive=False, elem_id=f"{system}-routing")
+                                 interactive=False, elem_id=f"{key}-routing")
             if extra_outputs is not None:
                 extra_outputs()
 
@@ -72,6 +73,6 @@ def build_tab(system: str, intro: str, extra_outputs=None) -> None:
     def ask_model(image, question):
         return run(system, image, question)
 
-    pick.change(choose, pick, [image, question], api_name=f"{system}_sample")
-    ask.click(ask_model, [image, question], [reply, summary, table], api_name=f"{system}_answer")
+    pick.change(choose, pick, [image, question], api_name=f"{key}_sample")
+    ask.click(ask_model, [image, question], [reply, summary, table], api_name=f"{key}_answer")
     question.submit(ask_model, [image, question], [reply, summary, table], api_visibility="private")

@@ -1,9 +1,9 @@
 """`zoo train {moiie,mote,moe-llava,dense-vl} --recipe tiny`: easy-VQA, SmolLM2-135M + MobileNetV2.
 
-    stage 1  projector only (tower + LLM frozen, dense LLM), lr 1e-3   -- identical for every system, so
+    stage 1  projector only (tower + LLM frozen, dense LLM), lr 3e-3   -- identical for every system, so
              its checkpoint is shared: the first system to run it saves it, the others resume from it
     stage 2  upcycle the system's MoE layers from the dense FFNs, then train projector + routers +
-             per-expert LoRA deltas (rank 8) on the same data, lr 2e-4
+             per-expert LoRA deltas (rank 8) on the same data, lr 1e-3
     eval     easy-VQA test, a fixed 500-question subset (seed 0), greedy exact match
 
 Runs through accelerate (bf16 autocast on CPU) with tqdm bars; every `save_every` steps a checkpoint
@@ -25,7 +25,7 @@ from zoo.assets import cache_dir
 from . import vl_easyvqa as vqa
 from .train import TrainOptions, evaluation, recipe
 
-TINY = {"stage1_steps": 120, "stage2_steps": 80, "batch_size": 32, "lr1": 1e-3, "lr2": 2e-4,
+TINY = {"stage1_steps": 100, "stage2_steps": 200, "batch_size": 32, "lr1": 3e-3, "lr2": 1e-3,
         "eval_questions": 500, "save_every": 40}
 
 
@@ -134,7 +134,7 @@ for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
 def evaluate_shipped(system: str, questions: int | None = TINY["eval_questions"]) -> dict:
     model, processor, metadata = vqa.load_shipped(system)
     test = vqa.EasyVqa("test", processor, limit=questions)
-    return {"system": system, "easyvqa_test_accuracy": vqa.accuracy(model, test), "eval_questions": len(test),
+    return {"system": system, "easyvqa_test_accuracy": vqa.accuracy_report(model, test), "eval_questions": len(test),
             "trained": metadata}
 
 

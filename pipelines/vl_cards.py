@@ -1,5 +1,11 @@
 """Fill the vision-language model cards from the shipped parts' metadata (the figures each training
-run recorded) and the MoTE benchmark output:  python -m zoo.pipelines.vl_cards OUT_DIR"""
+run recorded), their evaluation reports and the MoTE benchmark output:
+
+    python -m zoo.pipelines.vl_cards --evaluate OUT_DIR   # re-evaluate the shipped parts first (~1 min each)
+    python -m zoo.pipelines.vl_cards OUT_DIR              # render from the saved reports
+
+A report (per question type, and the control with every question asked about another question's
+image) is saved next to the shipped parts as `<system>-easyvqa-tiny.report.json`."""
 from __future__ import annotations
 
 import sys
@@ -25,10 +31,40 @@ def metadata(system: str) -> dict | None:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
+SYSTEMS = ("moiie", "mote", "moe-llava", "dense-vl")
+REPORT_COLUMNS = ("all", "yes/no", "shape", "colour", "images shuffled")
+
+
+def report_path(system: str) -> Path:
+    return vqa.shipped_path(system).with_suffix(".report.json")
+
+
+def evaluate(system: str) -> dict:
+    """Evaluate the shipped parts (pipelines.train_vl.evaluate_shipped) and save the report."""
+    import json
+
+    from .train_vl import evaluate_shipped
+
+    report = evaluate_shipped(system)
+    report_path(system).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def result_row(system: str, trained: dict | None) -> str:
+    import json
+
+    if trained is None:
+        return f"| {system} | not trained yet |" + " |" * len(REPORT_COLUMNS)
+    path = report_path(system)
+    report = json.loads(path.read_text())["easyvqa_test_accuracy"] if path.is_file() else {}
+    cells = [f"{trained['easyvqa_test_accuracy']:.1%}"]  # recorded by the training run (fp32 parts)
+    cells += [f"{report[c]:.1%}" if c in report else "-" for c in REPORT_COLUMNS]  # the shipped bf16 parts
+    return f"| {system} | " + " | ".join(cells) + " |"
+
+
 def render(system: str) -> str:
-    results = {s: metadata(s) for s in ("moiie", "mote", "moe-llava", "dense-vl")}
-    rows = "\n".join(f"| {s} | {m['easyvqa_test_accuracy']:.1%} |" if m else f"| {s} | not trained yet |"
-                     for s, m in results.items())
+    results = {s: metadata(s) for s in SYSTEMS}
+    rows = "\n".join(result_row(s, m) for s, m in results.items())
     own = results.get(system) or {}
     fields = {"result_rows": rows, "benchmark": BENCHMARK.read_text().strip() if BENCHMARK.is_file() else "(not run)",
               **{k: own.get(k, "?") for k in ("eval_questions", "stage1_steps", "stage2_steps", "batch_size",
@@ -37,7 +73,13 @@ def render(system: str) -> str:
 
 
 def main(argv=None) -> None:
-    out = Path((argv or sys.argv[1:] or ["."])[0])
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "--evaluate" in args:
+        args.remove("--evaluate")
+        for system in SYSTEMS:
+            if vqa.shipped_path(system).is_file():
+                print(system, evaluate(system)["easyvqa_test_accuracy"])
+    out = Path((args or ["."])[0])
     out.mkdir(parents=True, exist_ok=True)
     for system, name in CARDS.items():
         (out / name).write_text(render(system))

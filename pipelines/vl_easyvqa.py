@@ -24,7 +24,7 @@ CHAT_TEMPLATE = (
 )
 END = "<|im_end|>"
 LORA_RANK = 8
-IMAGE_TOKENS = 16  # MobileNetV2 at 128 px: a 4x4 grid of 1280-d features
+IMAGE_TOKENS = 4  # MobileNetV2 at 128 px gives a 4x4 grid of 1280-d features, average-pooled to 2x2
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -169,10 +169,10 @@ class EasyVqa:
 
 
 @torch.no_grad()
-def accuracy(model, data: EasyVqa, batch_size: int = 64, progress=None) -> float:
-    """Greedy exact match, teacher-forced: every answer token and <|im_end|> must be the argmax."""
+def correct_answers(model, data: EasyVqa, batch_size: int = 64, progress=None) -> torch.Tensor:
+    """[n] bool, greedy exact match, teacher-forced: every answer token and <|im_end|> must be the argmax."""
     model.eval()
-    correct = 0
+    correct = []
     starts = range(0, len(data), batch_size)
     for start in (progress(starts) if progress else starts):
         batch = data.batch(range(start, min(start + batch_size, len(data))))
@@ -182,5 +182,35 @@ def accuracy(model, data: EasyVqa, batch_size: int = 64, progress=None) -> float
         keep = labels[:, 1:] != -100  # [B, L-1]
         wrong = (logits.argmax(-1) != labels[:, 1:][keep]).float()
         per_sample = torch.zeros(keep.shape[0]).index_add_(0, keep.nonzero()[:, 0], wrong)
-        correct += int((per_sample == 0).sum())
-    return correct / len(data)
+        correct.append(per_sample == 0)
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(model, data: EasyVqa, batch_size: int = 64, progress=None) -> float:
+    correct = correct_answers(model, data, batch_size, progress)
+    return int(correct.sum()) / max(1, len(correct))
+
+
+def answer_type(answer: str) -> str:
+    """easy-VQA asks three kinds of question: is there ...? (yes/no), which shape?, which colour?"""
+    if answer in ("yes", "no"):
+        return "yes/no"
+    return "shape" if answer in ("circle", "rectangle", "triangle") else "colour"
+
+
+def accuracy_report(model, data: EasyVqa, seed: int = 0) -> dict[str, float]:
+    """Accuracy overall and per question type, and the control: the same questions asked about other
+    questions' images (a model that ignores the image scores the same on both)."""
+    correct = correct_answers(model, data)
+    types = [answer_type(a) for a in data.answers]
+    report = {"all": correct.float().mean().item()}
+    for kind in ("yes/no", "shape", "colour"):
+        chosen = torch.tensor([t == kind for t in types])
+        report[kind] = correct[chosen].float().mean().item() if chosen.any() else float("nan")
+    rows = data.image_rows
+    try:
+        data.image_rows = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))]
+        report["images shuffled"] = correct_answers(model, data).float().mean().item()
+    finally:
+        data.image_rows = rows
+    return {k: round(v, 4) for k, v in report.items()}

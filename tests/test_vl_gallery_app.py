@@ -1,4 +1,4 @@
-"""The MoIIE and MoTE gallery tabs, running: driven through gradio_client (pick an easy-VQA sample, ask,
+"""The MoIIE, MoTE and MoE-LLaVA gallery tabs, running: driven through gradio_client (pick an easy-VQA sample, ask,
 check the answer and the per-modality routing table against the model recomputed here; bad requests
 get errors and the next good one works; MoTE's memory line against `vl_demo.expert_memory`) and
 rendered in headless Chromium. One server for the module; each shipped system loads once."""
@@ -12,13 +12,13 @@ from zoo.apps import gallery
 from zoo.pipelines import vl_demo
 
 pytestmark = pytest.mark.slow
-SYSTEMS = ["moiie", "mote"]
+SYSTEMS = ["moiie", "mote", "moe-llava"]
 SAMPLE = 0  # easy-VQA test question 0
 
 
 @pytest.fixture(scope="module")
 def gallery_url():
-    demo, url = gallery.launch(block=False, tab_modules=["zoo.apps.moiie_tab", "zoo.apps.mote_tab"])
+    demo, url = gallery.launch(block=False, tab_modules=["zoo.apps.moiie_tab", "zoo.apps.mote_tab", "zoo.apps.moe_llava_tab"])
     try:
         yield url
     finally:
@@ -32,10 +32,15 @@ def client(gallery_url):
     return Client(gallery_url, verbose=False)
 
 
+def key(system: str) -> str:
+    """The tab's endpoint / element name for a system (moe-llava -> moe_llava)."""
+    return system.replace("-", "_")
+
+
 def pick_sample(client, system: str, index: int = SAMPLE) -> tuple[str, str]:
     """The dropdown's endpoint: choice -> (image file served by the app, question)."""
     _, question, expected = vl_demo.easyvqa_samples()[index]
-    image, asked = client.predict(f"{index}: {question} ({expected})", api_name=f"/{system}_sample")
+    image, asked = client.predict(f"{index}: {question} ({expected})", api_name=f"/{key(system)}_sample")
     assert asked == question
     return image, question
 
@@ -43,7 +48,7 @@ def pick_sample(client, system: str, index: int = SAMPLE) -> tuple[str, str]:
 def ask(client, system: str, image, question: str):
     from gradio_client import handle_file
 
-    return client.predict(None if image is None else handle_file(image), question, api_name=f"/{system}_answer")
+    return client.predict(None if image is None else handle_file(image), question, api_name=f"/{key(system)}_answer")
 
 
 def reference_routing_rows(system: str, image, question: str) -> list[list]:
@@ -141,7 +146,7 @@ def test_mote_memory_line_matches_expert_memory(client):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("system, title", [("moiie", "MoIIE"), ("mote", "MoTE")])
+@pytest.mark.parametrize("system, title", [("moiie", "MoIIE"), ("mote", "MoTE"), ("moe-llava", "MoE-LLaVA")])
 def test_tab_renders_and_answers_in_chromium(gallery_url, system, title):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -153,15 +158,15 @@ def test_tab_renders_and_answers_in_chromium(gallery_url, system, title):
         driver.get(gallery_url)
         wait = WebDriverWait(driver, 60)
         wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[@role='tab' and contains(., '{title}')]"))).click()
-        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#{system}-image input[type=file]")))
+        upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#{key(system)}-image input[type=file]")))
         upload.send_keys(path)
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#{system}-image img")))
-        driver.find_element(By.CSS_SELECTOR, f"#{system}-question textarea").send_keys(question)
-        driver.find_element(By.ID, f"{system}-ask").click()
-        answer_box = driver.find_element(By.CSS_SELECTOR, f"#{system}-answer textarea")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#{key(system)}-image img")))
+        driver.find_element(By.CSS_SELECTOR, f"#{key(system)}-question textarea").send_keys(question)
+        driver.find_element(By.ID, f"{key(system)}-ask").click()
+        answer_box = driver.find_element(By.CSS_SELECTOR, f"#{key(system)}-answer textarea")
         WebDriverWait(driver, 90).until(lambda d: answer_box.get_attribute("value"))
         assert answer_box.get_attribute("value") == expected
-        routing = driver.find_element(By.ID, f"{system}-routing")
+        routing = driver.find_element(By.ID, f"{key(system)}-routing")
         WebDriverWait(driver, 30).until(lambda d: "image" in routing.text and "text" in routing.text)
         if system == "mote":
             driver.find_element(By.ID, "mote-show-memory").click()
