@@ -16,6 +16,14 @@ from .evaluate_mofme import EVAL_SEVERITY, shipped_weights_dir
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS
 
 
+LOSS_TEXT = {"l1": "L1 loss (the paper's)", "l2": "squared-error loss (not the paper's L1, see Limits)"}
+LOSS_NOTE = {"l1": "", "l2": (
+    " The recipe trains on the squared error: these tiny models predict a correction added to the input,"
+    " and under L1 the conventional counterpart stayed at \"correction = 0\" (output = input) on rain, snow"
+    " and raindrops, because L1's optimum is the median change of a pixel, and rain streaks and raindrops"
+    " change only a minority of pixels.")}
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M"
 
@@ -43,7 +51,10 @@ def render_model_card(weights_dir: Path | None = None) -> str:
         "ffn_block_params": _millions(moe_ffn_parameters(models["ffn"])),
         "fme_total_params": _millions(models["fme"].num_parameters()),
         "ffn_total_params": _millions(models["ffn"].num_parameters()),
+        "loss": LOSS_TEXT[settings.get("loss", "l1")],  # runs before the setting existed used L1
+        "loss_note": LOSS_NOTE[settings.get("loss", "l1")],
         "steps": settings["steps"], "batch": settings["batch"], "crop": settings["crop"], "lr": settings["lr"],
+        "clip": settings.get("clip", "no"),  # runs before the setting existed did not clip
         "fme_seconds": f"{training['seconds']['MoFME']:.0f}", "ffn_seconds": f"{training['seconds']['MoE counterpart']:.0f}",
         "test_photos": ", ".join(TEST_PHOTOS), "num_train_photos": len(TRAIN_PHOTOS), "severity": EVAL_SEVERITY,
         "effect_header": " | ".join(effects), "effect_rule": "---|" * len(effects), "result_rows": "\n".join(rows),

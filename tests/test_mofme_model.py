@@ -62,6 +62,8 @@ def test_output_routing_and_loss():
     x, y = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)
     out = model(pixel_values=x, labels=y, output_router_logits=True)
     torch.testing.assert_close(out.loss, F.l1_loss(out.reconstruction, y))
+    squared = model(pixel_values=x, labels=y, reconstruction_loss="l2").loss  # the tiny recipe's loss
+    torch.testing.assert_close(squared, ((out.reconstruction - y) ** 2).sum() / y.numel())
     assert len(out.routing_weights) == 2 and out.routing_weights[0].shape == (2, 6, 4)
     torch.testing.assert_close(out.routing_weights[0].sum(-1), torch.ones(2, 6))
     assert (out.routing_weights[0] > 0).sum(-1).eq(2).all()  # top-2
@@ -79,6 +81,8 @@ def test_bad_inputs_and_config():
         model(torch.rand(1, 4, 16, 16))
     with pytest.raises(ValueError, match="labels"):
         model(torch.rand(1, 3, 16, 16), labels=torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        model(torch.rand(1, 3, 16, 16), labels=torch.rand(1, 3, 16, 16), reconstruction_loss="huber")
     with pytest.raises(ValueError, match="moe_type"):
         MoFMEConfig(moe_type="dense")
     with pytest.raises(ValueError, match="num_experts_per_tok"):

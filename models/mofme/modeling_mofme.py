@@ -25,6 +25,12 @@ Departures from the released code, and why:
   all E and multiplies by zero weights; the outputs are the same.
 - The decoder's `Upsampler(x1)` is left out: at scale 1 it adds nothing the next conv cannot do.
 - `residual=True` (not the paper's setting) adds the input image back, for quick CPU training.
+- `forward(..., reconstruction_loss="l2")` trains on the squared error instead of the paper's L1. With a
+  residual output, L1 makes "correction = 0" (output = input) a sharp optimum for effects that touch a
+  minority of pixels (rain streaks: ~20%, raindrops: ~33% of pixels at severity 0.5), because L1's
+  optimal correction is the median change, which is 0 until the network can tell affected pixels from
+  clean ones; the squared error's optimum is the mean change, non-zero from the start, so training
+  leaves that plateau (pipelines/train_mofme.py says what was measured).
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ from .configuration_mofme import MoFMEConfig
 
 @dataclass
 class MoFMEImageRestorationOutput(ModelOutput):
-    """loss: L1 to `labels` (+ aux). reconstruction: [B, C, H, W] in [0, 1].
+    """loss: L1 (or squared error) to `labels` (+ aux). reconstruction: [B, C, H, W] in [0, 1].
     With `output_router_logits=True`, per MoE layer: router_logits [B*N, E], routing_weights [B, N, E]
     (combine weights, 0 for unused experts) and routing_uncertainty [B, N] (UaR only)."""
 
@@ -57,6 +63,9 @@ class MoFMEImageRestorationOutput(ModelOutput):
     router_logits: tuple[torch.Tensor, ...] | None = None
     routing_weights: tuple[torch.Tensor, ...] | None = None
     routing_uncertainty: tuple[torch.Tensor, ...] | None = None
+
+
+RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 
 class MoFMEResBlock(nn.Module):
@@ -235,9 +244,12 @@ class MoFMEForImageRestoration(MoFMEPreTrainedModel):
         labels: torch.Tensor | None = None,  # [B, 3, H, W] clean image
         output_router_logits: bool | None = None,
         return_dict: bool = True,
+        reconstruction_loss: str = "l1",  # "l1" (the paper) or "l2" (squared error), see the module docstring
         **kwargs,
     ) -> MoFMEImageRestorationOutput:
         self.check_pixels(pixel_values)
+        if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            raise ValueError(f"reconstruction_loss must be one of {sorted(RECONSTRUCTION_LOSSES)}, got {reconstruction_loss!r}")
         output_router_logits = self.config.output_router_logits if output_router_logits is None else output_router_logits
         batch, _, height, width = pixel_values.shape
         grid = (height // self.config.patch_size, width // self.config.patch_size)
@@ -260,7 +272,7 @@ class MoFMEForImageRestoration(MoFMEPreTrainedModel):
                 raise ValueError(f"labels must match pixel_values' shape {tuple(reconstruction.shape)}, got {tuple(labels.shape)}")
             # in residual mode the clamp would stop gradients where the target is saturated, so use the raw output
             prediction = restored if self.config.residual else reconstruction
-            loss = F.l1_loss(prediction, labels) + self.config.router_aux_loss_coef * aux_loss
+            loss = RECONSTRUCTION_LOSSES[reconstruction_loss](prediction, labels) + self.config.router_aux_loss_coef * aux_loss
         out = MoFMEImageRestorationOutput(loss=loss, reconstruction=reconstruction, aux_loss=aux_loss)
         if output_router_logits:
             tokens_per_image = grid[0] * grid[1]
