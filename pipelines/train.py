@@ -88,3 +88,15 @@ def get_evaluation(system: str) -> Evaluation:
     if system not in EVALUATIONS:
         raise ValueError(f"no evaluation for system {system!r}; known: {sorted(EVALUATIONS) or sorted(RECIPE_MODULES)}")
     return EVALUATIONS[system]
+
+
+def cpu_accelerator(mixed_precision: str = "no"):
+    """A CPU `accelerate.Accelerator` with this recipe's precision. accelerate keeps one process-wide
+    state and refuses a second Accelerator with another precision, so two recipes run in one process
+    (a notebook, the test suite: MoFME in fp32, then a VL recipe in bf16) would fail; the state is
+    reset first, as accelerate's own tests do."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=True, mixed_precision=mixed_precision)

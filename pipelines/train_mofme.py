@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .evaluate_mofme import VARIANTS, evaluate_models, format_results, save_results, shipped_weights_dir
 from .photos import photos
-from .train import TrainOptions, recipe
+from .train import TrainOptions, cpu_accelerator, recipe
 from .weather import DEGRADATIONS, degrade
 
 TINY_DEFAULTS = {"steps": 2000, "batch": 8, "crop": 64, "lr": 1e-3, "warmup": 50, "loss": "l2",
@@ -94,11 +94,9 @@ def lr_lambda(warmup: int, total: int):
 def train_model(config, output_dir: Path, settings: dict, options: TrainOptions, desc: str):
     """Train one model to `settings['steps']` (or `pause_after`); returns it (eval mode), the seconds
     spent and whether it reached the last step."""
-    from accelerate import Accelerator
-
     from zoo.models.mofme import MoFMEForImageRestoration
 
-    accelerator = Accelerator(cpu=True)
+    accelerator = cpu_accelerator()
     torch.manual_seed(options.seed)
     model = MoFMEForImageRestoration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)

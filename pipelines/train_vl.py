@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from zoo.assets import cache_dir
 
 from . import vl_easyvqa as vqa
-from .train import TrainOptions, evaluation, recipe
+from .train import TrainOptions, cpu_accelerator, evaluation, recipe
 
 TINY = {"stage1_steps": 100, "stage2_steps": 200, "batch_size": 32, "lr1": 3e-3, "lr2": 1e-3,
         "eval_questions": 500, "save_every": 40}
@@ -31,13 +31,11 @@ TINY = {"stage1_steps": 100, "stage2_steps": 200, "batch_size": 32, "lr1": 3e-3,
 
 def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume: bool, seed: int, label: str):
     """Train `names` for `steps`; checkpoint + resume under `directory`. Returns the mean loss of the last 20 steps."""
-    from accelerate import Accelerator
-
     vqa.set_trainable(model, names)
     params = [p for n, p in model.named_parameters() if n in set(names)]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    accelerator = cpu_accelerator(mixed_precision="bf16")
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint = directory / "checkpoint.pt"
     step = 0

