@@ -8,7 +8,6 @@ A report (per question type, and the control with every question asked about ano
 image) is saved next to the shipped parts as `<system>-easyvqa-tiny.report.json`."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from string import Template
 
@@ -73,13 +72,17 @@ def render(system: str) -> str:
 
 
 def main(argv=None) -> None:
-    args = list(argv if argv is not None else sys.argv[1:])
-    if "--evaluate" in args:
-        args.remove("--evaluate")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m zoo.pipelines.vl_cards", description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", default=".", help="where the rendered cards go (default: .)")
+    parser.add_argument("--evaluate", action="store_true", help="re-evaluate the shipped parts and save their reports first")
+    args = parser.parse_args(argv)  # an unknown flag is an error, not a directory name
+    if args.evaluate:
         for system in SYSTEMS:
             if vqa.shipped_path(system).is_file():
                 print(system, evaluate(system)["easyvqa_test_accuracy"])
-    out = Path((args or ["."])[0])
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for system, name in CARDS.items():
         (out / name).write_text(render(system))
