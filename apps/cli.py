@@ -95,7 +95,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _upcycle_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="dense checkpoint: a save_pretrained folder (e.g. the SmolLM2 cache of zoo.assets)")
+    p.add_argument("--base", required=True, help="dense checkpoint: a save_pretrained folder (e.g. the SmolLM2 cache of zoo.integrations.assets)")
     p.add_argument("--plan", required=True, help="upcycling plan name (see `zoo list`)")
     p.add_argument("--out", required=True, help="folder for the upcycled model (AutoModelForCausalLM after `import zoo`)")
     p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")

@@ -3,7 +3,7 @@
     python -m benchmarks.upcycle [--plans top2-of-4 xmoe moe-llava]
 
 Each plan runs in a fresh process (so peak RSS is that plan's alone): load the fp32 cache
-(zoo.assets.load_smollm2), upcycle in place (zoo.upcycle), then report
+(zoo.integrations.assets.load_smollm2), upcycle in place (zoo.upcycle), then report
 - upcycle seconds (the `zoo.upcycle` call only),
 - the upcycled model's bytes (sum of parameter bytes) and the process's peak RSS over its whole life
   (loading included), and their ratio (issue 3's target: <= 10 s and peak RSS <= 2x model bytes);
@@ -28,7 +28,7 @@ def run_one(plan_name: str) -> dict:
     import torch
 
     import zoo
-    from zoo.assets import load_smollm2
+    from zoo.integrations.assets import load_smollm2
 
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the runtime alone, before any weights
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.xmoe [--steps 80] [--save]        (run it under `flock /tmp/zoo-heavy.lock`)
 
-SmolLM2-135M-Instruct (zoo.assets, offline) is upcycled twice with the same experts: each dense
+SmolLM2-135M-Instruct (zoo.integrations.assets, offline) is upcycled twice with the same experts: each dense
 FFN (1536 hidden units) is split into 16 experts of 96 units (XMoE's fine-grained experts, equal
 parameters in both runs), and gets either
 
@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from zoo.assets import load_smollm2
+from zoo.integrations.assets import load_smollm2
 from zoo.models.upcycled import UpcycledMoeForCausalLM
 from zoo.pipelines.xmoe_smollm2 import ROUTERS_FILE, save_routers, xmoe_plan
-from zoo.upcycle import UpcyclePlan
+from zoo.upcycling.plan import UpcyclePlan
 
 WORDNET = Path("/usr/share/wordnet")
 

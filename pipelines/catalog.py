@@ -12,7 +12,7 @@ from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .. import models
-from ..upcycle import PLANS
+from ..upcycling.plan import PLANS
 
 
 def _registered_models() -> dict[str, list[str]]:

@@ -5,7 +5,7 @@
     trace.experts_used[l][t]   how many experts token t used there (threshold routing: varies per token)
 
 The trace comes from one teacher-forced forward over the whole sequence, so every token (the last
-generated one too) has its routing, read from each layer's `last_routing` (zoo.upcycle.UpcycledFFN).
+generated one too) has its routing, read from each layer's `last_routing` (zoo.upcycling.layer.UpcycledFFN).
 """
 from __future__ import annotations
 

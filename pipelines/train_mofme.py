@@ -71,7 +71,7 @@ class MobileNetPerceptualLoss(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from zoo.assets import IMAGENET_MEAN_STD, load_mobilenet_v2
+        from zoo.integrations.assets import IMAGENET_MEAN_STD, load_mobilenet_v2
 
         self.features = load_mobilenet_v2().features[:7].eval().requires_grad_(False)
         mean, std = IMAGENET_MEAN_STD
@@ -137,7 +137,7 @@ def train_model(config, output_dir: Path, settings: dict, options: TrainOptions,
 
 @recipe("mofme", "tiny")
 def train_tiny(options: TrainOptions) -> dict:
-    from zoo.assets import cache_dir
+    from zoo.integrations.assets import cache_dir
     from zoo.models.mofme import MoFMEImageProcessor
     from zoo.models.mofme.presets import PRESETS
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from zoo.assets import cache_dir
+from zoo.integrations.assets import cache_dir
 
 from . import vl_easyvqa as vqa
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe

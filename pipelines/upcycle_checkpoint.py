@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ..checkpoint_files import check_checkpoint_folder
-from ..ffn_adapters import adapter_for
-from ..hub import export
+from ..integrations.checkpoint_files import check_checkpoint_folder
+from ..upcycling.ffn_adapters import adapter_for
+from ..integrations.hub import export
 from ..models.upcycled import UpcycledMoeForCausalLM
-from ..upcycle import get_plan
+from ..upcycling.plan import get_plan
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -37,7 +37,7 @@ def load_dense(base: str | Path, dtype: torch.dtype = torch.float32):
         raise FileNotFoundError(f"base checkpoint {base} does not exist")
     if base.suffix == ".gguf":
         raise ValueError(f"{base}: GGUF files are not read directly; load it with transformers (gguf_file=...) and "
-                         "save_pretrained a folder first (zoo.assets.load_smollm2 keeps such a folder for SmolLM2)")
+                         "save_pretrained a folder first (zoo.integrations.assets.load_smollm2 keeps such a folder for SmolLM2)")
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"{base}: no config.json (expected a save_pretrained folder)")
     adapter_for(AutoConfig.from_pretrained(base))  # unsupported architecture: fail before reading weights

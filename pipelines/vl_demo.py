@@ -6,8 +6,8 @@ import threading
 
 import torch
 
-from zoo.multimodal import IMAGE_TOKEN, load_image
-from zoo.routing import MODALITY_IDS
+from zoo.multimodal.processing import IMAGE_TOKEN, load_image
+from zoo.core.modalities import MODALITY_IDS
 
 from . import vl_easyvqa as vqa
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from zoo.multimodal import VisionLanguageProcessor, preprocess_images
-from zoo.multimodal_model import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
+from zoo.multimodal.processing import VisionLanguageProcessor, preprocess_images
+from zoo.multimodal.modeling import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
 
 # a compact ChatML turn (SmolLM2's own template adds a 20-token system prompt to every sample)
 CHAT_TEMPLATE = (
@@ -50,8 +50,8 @@ def shipped_path(system: str) -> Path:
 
 # -- model ----------------------------------------------------------------------------------------------
 def load_base():
-    """(SmolLM2-135M-Instruct fp32, tokenizer) from the packaged GGUF (cached by zoo.assets)."""
-    from zoo.assets import load_smollm2
+    """(SmolLM2-135M-Instruct fp32, tokenizer) from the packaged GGUF (cached by zoo.integrations.assets)."""
+    from zoo.integrations.assets import load_smollm2
 
     return load_smollm2(dtype=torch.float32, progress=False)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from zoo.assets import load_smollm2
+from zoo.integrations.assets import load_smollm2
 from zoo.models.upcycled import UpcycledMoeForCausalLM
-from zoo.upcycle import PLANS, UpcyclePlan
+from zoo.upcycling.plan import PLANS, UpcyclePlan
 
 ROUTERS_FILE = Path(__file__).parent / "weights" / "xmoe_smollm2_routers.safetensors"
 ROUTER_SUFFIX = ".router.weight"

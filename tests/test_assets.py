@@ -1,10 +1,10 @@
-"""zoo.assets: real weights from registry packages, offline."""
+"""zoo.integrations.assets: real weights from registry packages, offline."""
 import shutil
 
 import pytest
 import torch
 
-from zoo import assets
+from zoo.integrations import assets
 
 
 def chelsea_batch(mean_std, size=224):

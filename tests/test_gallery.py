@@ -10,7 +10,8 @@ from zoo.apps import cli, gallery
 from zoo.apps.routing_heatmap import routing_figure
 from zoo.models.upcycled import UpcycledMoeForCausalLM
 from zoo.pipelines.routing_trace import trace_routing
-from zoo.upcycle import UpcycledFFN, UpcyclePlan
+from zoo.upcycling.layer import UpcycledFFN
+from zoo.upcycling.plan import UpcyclePlan
 
 
 def tab_labels(demo) -> list[str]:

@@ -1,4 +1,4 @@
-"""zoo.lora (PEFT presets for upcycled models) and the Uni-MoE LoRA expert kind."""
+"""zoo.integrations.peft_presets (PEFT presets for upcycled models) and the Uni-MoE LoRA expert kind."""
 import peft
 import pytest
 import torch
@@ -6,11 +6,12 @@ from tiny_decoders import tiny_decoder, token_ids
 from transformers import AutoModelForCausalLM
 
 import zoo  # noqa: F401
-from zoo.dispatch import ExpertGroups
-from zoo.lora import lora_config
-from zoo.lora_experts import LoRAExperts
+from zoo.core.dispatch import ExpertGroups
+from zoo.integrations.peft_presets import lora_config
+from zoo.experts.lora import LoRAExperts
 from zoo.models.upcycled import UpcycledMoeForCausalLM
-from zoo.upcycle import PLANS, UpcyclePlan, upcycle
+from zoo.upcycling.plan import PLANS, UpcyclePlan
+from zoo.upcycling.sparse_upcycling import upcycle
 
 
 def train_steps(model, ids, steps=3):

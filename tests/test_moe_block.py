@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from zoo import GLUExperts, MLPExperts, MoEBlock, SharedExperts, TopKRouter, register_backend
-from zoo.dispatch import eager_grouped_linear
+from zoo.core.dispatch import eager_grouped_linear
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-dispatch_module = importlib.import_module("zoo.dispatch")  # `zoo.dispatch` is also the function
+dispatch_module = importlib.import_module("zoo.core.dispatch")  # `zoo.core.dispatch` is also the function
 BACKENDS = ["eager", "grouped"]
 H, I, E = 12, 20, 6
 

@@ -7,8 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from zoo import TopKRouter
-from zoo.film_experts import FeatureModulatedExperts, FiLMExperts
-from zoo.uncertainty_router import UncertaintyAwareRouter
+from zoo.experts.film import FeatureModulatedExperts, FiLMExperts
+from zoo.core.uncertainty_router import UncertaintyAwareRouter
 
 
 def naive_fme(layer: FeatureModulatedExperts, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +62,7 @@ def test_film_identity_at_init():
     bank = FiLMExperts(3, 5)
     with torch.no_grad():
         bank.film_proj.zero_()
-    from zoo.dispatch import ExpertGroups
+    from zoo.core.dispatch import ExpertGroups
     h = torch.randn(4, 5)
     groups = ExpertGroups.from_sorted_experts(torch.tensor([0, 1, 1, 2]), 3, "eager")
     torch.testing.assert_close(bank(h, groups), h)

@@ -10,7 +10,7 @@ from zoo.models.mofme import MoFMEConfig, MoFMEForImageRestoration, MoFMEImagePr
 from zoo.models.mofme.modeling_mofme import MoFMEMixtureOfFFN
 from zoo.models.mofme.presets import PAPER_EXPERTS, PAPER_TOP_K, PRESETS, build_on_meta, moe_ffn_parameters
 from zoo.models.mofme.processing_mofme import to_rgb_array
-from zoo.routing import TopKRouter
+from zoo.core.routing import TopKRouter
 
 TINY = dict(head_channels=8, num_head_res_blocks=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             num_experts=4, num_experts_per_tok=2, decoder_channels=8, decoder_hidden_channels=8, hidden_dropout=0.0)

@@ -97,7 +97,7 @@ def test_shipped_weights_meet_the_targets_and_fill_the_card():
 
 
 def test_perceptual_term_uses_packaged_mobilenet_features():
-    from zoo.assets import load_mobilenet_v2
+    from zoo.integrations.assets import load_mobilenet_v2
     from zoo.pipelines.train_mofme import MobileNetPerceptualLoss
 
     loss = MobileNetPerceptualLoss()

@@ -1,12 +1,14 @@
-"""zoo.upcycle: plans, architecture adapters, function preservation at step 0, routing context."""
+"""zoo.upcycling: plans, architecture adapters, function preservation at step 0, routing context."""
 import pytest
 import torch
 from tiny_decoders import ARCHITECTURES, tiny_decoder, token_ids
 
 import zoo
-from zoo.experts import GLUExperts, MLPExperts
-from zoo.routing import ThresholdRouter, TopKRouter
-from zoo.upcycle import PLANS, UpcycledFFN, UpcyclePlan, routing_context, upcycle, upcycled_layers
+from zoo.core.expert_banks import GLUExperts, MLPExperts
+from zoo.core.routing import ThresholdRouter, TopKRouter
+from zoo.upcycling.layer import UpcycledFFN, upcycled_layers
+from zoo.upcycling.plan import PLANS, UpcyclePlan
+from zoo.upcycling.sparse_upcycling import routing_context, upcycle
 
 
 def logits(model, ids):
@@ -176,7 +178,7 @@ def test_routing_context_reaches_every_layer_and_last_routing_is_kept():
     for _, ffn in upcycled_layers(model):
         chosen = ffn.last_routing.indices[:, 0]  # [T]
         assert chosen[:3].ge(2).all() and chosen[3:].lt(2).all()
-    assert model.routing_context.modality_ids is None  # restored after the block
+    assert model.routing_context.current().modality_ids is None  # restored after the block
     with pytest.raises(ValueError, match="ModalityRouter needs modality_ids"):
         model(ids)
 

@@ -13,11 +13,11 @@ from tiny_decoders import tiny_decoder, token_ids
 
 import zoo
 from zoo.apps.cli import main as cli
-from zoo.hub import export, push
+from zoo.integrations.hub import export, push
 from zoo.models.upcycled import UpcycledMoeForCausalLM
 from zoo.models.xmoe import XMoEForCausalLM
-from zoo.native_export import native_config
-from zoo.upcycle import PLANS, UpcyclePlan
+from zoo.integrations.native_export import native_config
+from zoo.upcycling.plan import PLANS, UpcyclePlan
 
 FRESH_LOAD = """
 import sys, torch
@@ -77,7 +77,7 @@ def test_hub_export_loads_with_remote_code_without_zoo(tmp_path):
     figures = {"held-out loss": "2.50 (measured by a test fixture)"}
     export(model, tmp_path / "hub", base_model="HuggingFaceTB/SmolLM2-135M-Instruct", figures=figures)
     files = set(os.listdir(tmp_path / "hub"))
-    assert {"modeling_xmoe.py", "modeling_upcycled_moe.py", "upcycle.py", "routing.py", "README.md"} <= files
+    assert {"modeling_xmoe.py", "modeling_upcycled_moe.py", "sparse_upcycling.py", "routing.py", "README.md"} <= files
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_xmoe.XMoEConfig", "AutoModelForCausalLM": "modeling_xmoe.XMoEForCausalLM"}
     name, logits = load_without_zoo(tmp_path / "hub", ids, tmp_path, remote=True)

@@ -1,4 +1,4 @@
-"""Function preservation on the real SmolLM2-135M-Instruct (fp32 cache from zoo.assets; slow).
+"""Function preservation on the real SmolLM2-135M-Instruct (fp32 cache from zoo.integrations.assets; slow).
 
 Each MoE layer computes its dense FFN on the real hidden states of a prompt to within 1e-5 + 1e-6 x the
 layer's largest output: SmolLM2's FFN outputs reach ~1.4e4 in some layers (massive activations), where
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.upcycle import upcycled_layers
+from zoo.upcycling.layer import upcycled_layers
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ PLANS = {"copy top-2 of 4": zoo.PLANS["top2-of-4"], "split, threshold 1.0": zoo.
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from zoo.assets import load_smollm2
+    from zoo.integrations.assets import load_smollm2
 
     model, tokenizer = load_smollm2(torch.float32, progress=False)
     ids = tokenizer("The three primary colors are red, yellow and", return_tensors="pt").input_ids

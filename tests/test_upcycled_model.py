@@ -10,7 +10,7 @@ from transformers.generation.streamers import BaseStreamer
 
 import zoo  # noqa: F401  (registers zoo_upcycled_moe)
 from zoo.models.upcycled import UpcycledMoeConfig, UpcycledMoeForCausalLM
-from zoo.upcycle import PLANS, UpcyclePlan
+from zoo.upcycling.plan import PLANS, UpcyclePlan
 
 MODALITY_PLAN = UpcyclePlan(num_experts=4, num_experts_per_tok=2, router="modality",
                             modality_experts={"text": [0], "image": [3]}, shared_experts=[1, 2], layers="odd")

@@ -106,15 +106,15 @@ def test_greedy_answer_refuses_a_batch():
         model.greedy_answer(ids, torch.randn(2, 3, 64, 64), stop_ids=set())
 
 
-def test_cached_decoding_tokens_route_as_text_when_the_context_holds_the_prompts_ids():
+def test_routing_context_for_other_tokens_is_refused_not_read_as_text():
+    """Ids for the 7-token prompt while a layer sees 1 new token: a clear error (it used to route the
+    token silently as text); the model's own cached decoding sets ids for the new tokens."""
     model = build("moiie")
     ffn = model.decoder_layers[1].mlp
-    hidden = torch.randn(1, 1, 32)  # one new token; the context still holds the 7-token prompt's ids (all image here)
-    with torch.no_grad():
-        model.routing_context.set(torch.ones(1, 7, dtype=torch.long), None, torch.ones(1, 7, dtype=torch.bool))
-        out, chosen = ffn(hidden), ffn.last_routing.indices
-        model.routing_context.set(torch.zeros(1, 1, dtype=torch.long), None, None)
-        want = ffn(hidden)
-    torch.testing.assert_close(out, want)
-    assert torch.equal(chosen, ffn.last_routing.indices)
-    assert 0 not in chosen.tolist()  # expert 0 is MoIIE's intra-vision expert: text cannot reach it
+    hidden = torch.randn(1, 1, 32)
+    with torch.no_grad(), model.routing_context.use(torch.ones(1, 7, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"modality_ids has shape \(1, 7\) but this MoE layer sees \(1, 1\)"):
+            ffn(hidden)
+    with torch.no_grad(), model.routing_context.use(torch.zeros(1, 1, dtype=torch.long)):
+        ffn(hidden)
+    assert 0 not in ffn.last_routing.indices.tolist()  # expert 0 is MoIIE's intra-vision expert: text cannot reach it

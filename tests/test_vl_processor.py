@@ -10,8 +10,8 @@ import zoo  # noqa: F401  (registers the VL model types with AutoProcessor / Aut
 from zoo.models.moe_llava import MoeLlavaConfig
 from zoo.models.moiie import MoiieConfig
 from zoo.models.mote import MoteConfig
-from zoo.multimodal import IMAGE_TOKEN, VisionLanguageImageProcessor, VisionLanguageProcessor
-from zoo.multimodal_model import MultimodalMoeConfig
+from zoo.multimodal.processing import IMAGE_TOKEN, VisionLanguageImageProcessor, VisionLanguageProcessor
+from zoo.multimodal.modeling import MultimodalMoeConfig
 
 CONFIGS = [MoiieConfig, MoteConfig, MoeLlavaConfig, MultimodalMoeConfig]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -23,7 +23,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from zoo.assets import load_smollm2, smollm2_cache_path
+    from zoo.integrations.assets import load_smollm2, smollm2_cache_path
 
     if not (smollm2_cache_path() / "conversion-complete.txt").is_file():
         load_smollm2(progress=False)

@@ -21,11 +21,8 @@ IMAGE_ID = 63
 
 def run_ffn(model, layer, hidden, modality):
     ffn = model.decoder_layers[layer].mlp
-    model.routing_context.modality_ids = modality
-    try:
+    with model.routing_context.use(modality_ids=modality):
         return ffn(hidden)
-    finally:
-        model.routing_context.modality_ids = None
 
 
 def released_non_moe_keys(model, rules):

@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from zoo.dispatch import GROUPED_LINEAR_BACKENDS, ExpertGroups, eager_grouped_linear
-from zoo.ternary import (Int8Linear, PackedTernary, TernaryGLUExperts, int8_activations_ste, pack_ternary,
-                         packed_ternary_linear, quantize_int8_, ternary_codes, ternary_ste, unpack_ternary)
+from zoo.core.dispatch import ExpertGroups, GROUPED_LINEAR_BACKENDS, eager_grouped_linear
+from zoo.experts.ternary import Int8Linear, PackedTernary, TernaryGLUExperts, int8_activations_ste, pack_ternary, packed_ternary_linear, quantize_int8_, ternary_codes, ternary_ste, unpack_ternary
 
 
 def test_absmean_ternary_matches_the_formula_elementwise():
@@ -91,7 +90,8 @@ def test_int8_weight_only_ptq_is_close_and_swaps_by_name():
 def test_ternary_expert_kind_quantises_base_plus_lora_delta_per_expert():
     from tiny_decoders import tiny_decoder
 
-    from zoo.upcycle import UpcyclePlan, upcycle
+    from zoo.upcycling.plan import UpcyclePlan
+    from zoo.upcycling.sparse_upcycling import upcycle
 
     plan = UpcyclePlan(num_experts=3, num_experts_per_tok=1, layers=[0], expert_kind="ternary", expert_options={"rank": 2})
     dense = tiny_decoder("llama").model.layers[0].mlp

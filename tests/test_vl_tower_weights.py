@@ -7,8 +7,8 @@ learned easy-VQA from the question text alone.
 import torch
 
 import zoo  # noqa: F401  (registers the configs with the Auto classes)
-from zoo.multimodal_model import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
-from zoo.vision_towers import build_vision_tower
+from zoo.multimodal.modeling import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
+from zoo.multimodal.vision_towers import build_vision_tower
 
 LLAMA = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 48,
          "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 64}

@@ -6,18 +6,17 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.connectors import Connector, pool_to_budget
-from zoo.multimodal import (IMAGE_TOKEN, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, VisionLanguageProcessor, load_image,
-                            splice_image_features)
-from zoo.routing import MODALITY_IDS
-from zoo.vision_towers import build_vision_tower
+from zoo.multimodal.connectors import Connector, pool_to_budget
+from zoo.multimodal.processing import IMAGE_TOKEN, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, VisionLanguageProcessor, load_image, splice_image_features
+from zoo.core.modalities import MODALITY_IDS
+from zoo.multimodal.vision_towers import build_vision_tower
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from zoo.assets import load_smollm2, smollm2_cache_path
+    from zoo.integrations.assets import load_smollm2, smollm2_cache_path
 
     if not (smollm2_cache_path() / "conversion-complete.txt").is_file():
         load_smollm2(progress=False)
@@ -27,7 +26,7 @@ def tokenizer():
 def test_mobilenet_tower_matches_torchvision_with_packaged_weights():
     import torchvision
 
-    from zoo.vision_towers import mobilenet_v2_weights_path
+    from zoo.multimodal.vision_towers import mobilenet_v2_weights_path
 
     tower = build_vision_tower({"kind": "timm", "name": "mobilenetv2_100", "image_size": 96, "weights": "mobilenet_v2"}).eval()
     reference = torchvision.models.mobilenet_v2()
@@ -46,8 +45,8 @@ def test_efficientnet_lite0_tower_classifies_a_real_photo():
 
     tower = build_vision_tower({"kind": "timm", "name": "tf_efficientnet_lite0", "image_size": 224,
                                 "weights": "efficientnet_lite0"}).eval()
-    from zoo.multimodal import preprocess_images
-    from zoo.vision_towers import efficientnet_lite0_weights_path
+    from zoo.multimodal.processing import preprocess_images
+    from zoo.multimodal.vision_towers import efficientnet_lite0_weights_path
 
     pixels = preprocess_images([data.chelsea()], 224, tower.image_mean, tower.image_std)
     head = timm.create_model("tf_efficientnet_lite0", pretrained=False)

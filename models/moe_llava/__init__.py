@@ -1,8 +1,8 @@
 """MoE-LLaVA (models.moe_llava): the baseline MoIIE and MoTE compare against, plus the dense VL baseline."""
 from transformers import AutoConfig, AutoModel
 
-from zoo.multimodal import register_processor
-from zoo.multimodal_model import MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
+from zoo.multimodal.processing import register_processor
+from zoo.multimodal.modeling import MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
 
 from .configuration_moe_llava import MoeLlavaConfig
 from .modeling_moe_llava import MoeLlavaForConditionalGeneration

@@ -1,7 +1,7 @@
 """MoE-LLaVA configuration (arXiv 2401.15947): copied experts, top-2 of 4, even layers, aux 0.01."""
 from __future__ import annotations
 
-from zoo.multimodal_model import MultimodalMoeConfig
+from zoo.multimodal.modeling import MultimodalMoeConfig
 
 
 class MoeLlavaConfig(MultimodalMoeConfig):

@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from zoo.checkpoint_keys import convert_cli, glu_bank, group_expert_keys, rename, stack_experts
+from zoo.integrations.checkpoint_keys import convert_cli, glu_bank, group_expert_keys, rename, stack_experts
 
 from .configuration_moe_llava import MoeLlavaConfig
 

@@ -6,9 +6,9 @@
 """
 from __future__ import annotations
 
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
-from zoo.routing import TopKRouter
-from zoo.upcycle import UpcyclePlan
+from zoo.multimodal.modeling import MultimodalMoeForConditionalGeneration
+from zoo.core.routing import TopKRouter
+from zoo.upcycling.plan import UpcyclePlan
 
 from .configuration_moe_llava import MoeLlavaConfig
 

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from zoo.multimodal_model import build_on_meta, parameter_counts
+from zoo.multimodal.modeling import build_on_meta, parameter_counts
 
 from .configuration_moe_llava import MoeLlavaConfig
 from .modeling_moe_llava import MoeLlavaForConditionalGeneration

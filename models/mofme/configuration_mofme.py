@@ -29,7 +29,7 @@ class MoFMEConfig(PretrainedConfig):
         num_experts (`int`, 16), num_experts_per_tok (`int`, 4): the paper sweeps E in {4, 8, 16}, k in {2, 4}.
         adaptor_ratio (`int`, 4): the FME's shared output adaptor is D -> adaptor_ratio*D -> D.
         ffn_ratio (`int`, 4): width of each conventional FFN expert.
-        router_type (`str`, "uncertainty"): "uncertainty" = UaR (zoo.uncertainty_router), "top_k" = base router.
+        router_type (`str`, "uncertainty"): "uncertainty" = UaR (zoo.core.uncertainty_router), "top_k" = base router.
         uar_num_samples (`int`, 5), uar_dropout (`float`, 0.1), uar_ridge (`float`, 0.1), uar_momentum (`float`, 0.1):
             UaR's MC-dropout ensemble size (paper code: 5), router-input dropout, covariance ridge, running-stat momentum.
         decoder_channels (`int`, 128): tokens are projected to patch_size^2 * decoder_channels and
@@ -38,7 +38,7 @@ class MoFMEConfig(PretrainedConfig):
         residual (`bool`, False): predict the clean image as input + correction instead of directly
             (the paper's script passes --disable-residual; tiny CPU recipes turn it on to train fast).
         router_aux_loss_coef (`float`, 0.0): balance-loss coefficient (MoFME has no auxiliary loss).
-        dispatch_backend (`str`, "auto"): grouped-linear backend (zoo.dispatch).
+        dispatch_backend (`str`, "auto"): grouped-linear backend (zoo.core.dispatch).
     """
 
     model_type = "mofme"

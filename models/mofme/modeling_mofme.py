@@ -12,7 +12,7 @@ The network, top to bottom as in the paper's figure and released code (models/mo
                ResBlock, conv 128 -> 64, ResBlock, conv 64 -> 3, sigmoid
     restored [B, 3, H, W] in [0, 1]
 
-Routers: the Uncertainty-aware Router (`zoo.uncertainty_router.UncertaintyAwareRouter`; the paper's
+Routers: the Uncertainty-aware Router (`zoo.core.uncertainty_router.UncertaintyAwareRouter`; the paper's
 formula r~ = Sigma^-1 (r - mu) / ||Sigma^-1 (r - mu)|| read as ensemble statistics over the MC-dropout
 passes of all tokens, whitened scores used as calibrated logits for softmax(KeepTopK), running
 statistics at eval; that module's docstring explains each choice) or the plain top-k router.
@@ -21,7 +21,7 @@ Departures from the released code, and why:
 - The conventional MoE counterpart (`moe_type="ffn"`) shares one LayerNorm in front of its experts
   instead of one per expert, so both variants differ only in what an expert is; both routers read
   the layer input x.
-- Dispatch is sparse (zoo.dispatch): a token computes only its k experts. The released code computes
+- Dispatch is sparse (zoo.core.dispatch): a token computes only its k experts. The released code computes
   all E and multiplies by zero weights; the outputs are the same.
 - The decoder's `Upsampler(x1)` is left out: at scale 1 it adds nothing the next conv cannot do.
 - `residual=True` (not the paper's setting) adds the input image back, for quick CPU training.
@@ -43,10 +43,10 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from zoo import MLPExperts, TopKRouter, dispatch
-from zoo.film_experts import FeatureModulatedExperts, FiLMExperts
-from zoo.routing import Router, RoutingResult
-from zoo.uncertainty_router import UncertaintyAwareRouter
+from zoo.core import MLPExperts, TopKRouter, dispatch
+from zoo.experts.film import FeatureModulatedExperts, FiLMExperts
+from zoo.core.routing import Router, RoutingResult
+from zoo.core.uncertainty_router import UncertaintyAwareRouter
 
 from .configuration_mofme import MoFMEConfig
 

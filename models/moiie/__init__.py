@@ -1,7 +1,7 @@
 """MoIIE (models.moiie): modality-guided intra/inter-modality experts."""
 from transformers import AutoConfig, AutoModel
 
-from zoo.multimodal import register_processor
+from zoo.multimodal.processing import register_processor
 
 from .configuration_moiie import MoiieConfig, expert_groups
 from .modeling_moiie import MoiieForConditionalGeneration

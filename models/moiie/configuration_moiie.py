@@ -1,7 +1,7 @@
 """MoIIE configuration: modality-guided routing over intra-vision / shared inter-modality / intra-text experts."""
 from __future__ import annotations
 
-from zoo.multimodal_model import MultimodalMoeConfig
+from zoo.multimodal.modeling import MultimodalMoeConfig
 
 
 def expert_groups(num_experts: int) -> dict[str, list[int]]:

@@ -13,7 +13,7 @@ which is the only layout a released checkpoint can have; other counts are refuse
 """
 from __future__ import annotations
 
-from zoo.checkpoint_keys import convert_cli, glu_bank, group_expert_keys, rename
+from zoo.integrations.checkpoint_keys import convert_cli, glu_bank, group_expert_keys, rename
 
 from .configuration_moiie import MoiieConfig
 

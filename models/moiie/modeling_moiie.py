@@ -11,8 +11,8 @@ Unlike the released code, the last patch of an image is routed as an image token
 """
 from __future__ import annotations
 
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
-from zoo.upcycle import UpcyclePlan
+from zoo.multimodal.modeling import MultimodalMoeForConditionalGeneration
+from zoo.upcycling.plan import UpcyclePlan
 
 from .configuration_moiie import MoiieConfig
 

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from zoo.multimodal_model import build_on_meta, parameter_counts
+from zoo.multimodal.modeling import build_on_meta, parameter_counts
 
 from .configuration_moiie import MoiieConfig
 from .modeling_moiie import MoiieForConditionalGeneration

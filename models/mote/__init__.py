@@ -1,7 +1,7 @@
 """MoTE (models.mote): frozen fp shared FFN + top-1 ternary experts."""
 from transformers import AutoConfig, AutoModel
 
-from zoo.multimodal import register_processor
+from zoo.multimodal.processing import register_processor
 
 from .configuration_mote import MoteConfig
 from .modeling_mote import MoteForConditionalGeneration

@@ -1,7 +1,7 @@
 """MoTE configuration (arXiv 2506.14435): frozen fp FFN as shared expert + top-1 routed ternary experts."""
 from __future__ import annotations
 
-from zoo.multimodal_model import MultimodalMoeConfig
+from zoo.multimodal.modeling import MultimodalMoeConfig
 
 
 class MoteConfig(MultimodalMoeConfig):

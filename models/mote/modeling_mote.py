@@ -8,9 +8,9 @@
 """
 from __future__ import annotations
 
-from zoo import ternary  # noqa: F401  (registers expert kind "ternary")
-from zoo.multimodal_model import MultimodalMoeForConditionalGeneration
-from zoo.upcycle import UpcyclePlan
+import zoo.experts  # noqa: F401  (registers expert kind "ternary")
+from zoo.multimodal.modeling import MultimodalMoeForConditionalGeneration
+from zoo.upcycling.plan import UpcyclePlan
 
 from .configuration_mote import MoteConfig
 

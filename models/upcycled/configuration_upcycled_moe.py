@@ -5,8 +5,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ...ffn_adapters import ARCHITECTURES
-from ...upcycle import UpcyclePlan
+from ...upcycling.ffn_adapters import ARCHITECTURES
+from ...upcycling.plan import UpcyclePlan
 
 
 @strict

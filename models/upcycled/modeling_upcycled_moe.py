@@ -16,9 +16,11 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from ...experts import ExpertBank
-from ...routing import Router
-from ...upcycle import UpcycledFFN, UpcyclePlan, get_plan, upcycle, upcycled_layers
+from ...core.expert_banks import ExpertBank
+from ...core.routing import Router
+from ...upcycling.layer import UpcycledFFN, upcycled_layers
+from ...upcycling.plan import UpcyclePlan, get_plan
+from ...upcycling.sparse_upcycling import upcycle
 from .configuration_upcycled_moe import UpcycledMoeConfig
 
 

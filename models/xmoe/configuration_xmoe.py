@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 
-from ...upcycle import PLANS
+from ...upcycling.plan import PLANS
 from ..upcycled.configuration_upcycled_moe import UpcycledMoeConfig
 
 

@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .routing import TopKRouter, check_positive
+from .routing import TopKRouter
+from .validation import check_positive
 
 
 def ensemble_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

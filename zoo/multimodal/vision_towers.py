@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .assets import EFFICIENTNET_LITE0, MOBILENET_V2
+from ..integrations.assets import EFFICIENTNET_LITE0, MOBILENET_V2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# -- packaged weights (located by zoo.assets, whose errors name the pip command) -------------------
+# -- packaged weights (located by zoo.integrations.assets, whose errors name the pip command) -------------------
 def mobilenet_v2_weights_path() -> Path:
     return MOBILENET_V2.file()
 

@@ -1,21 +1,22 @@
 """Expert banks: E experts as stacked [E, out, in] parameters, so one grouped matmul runs them all
 and PEFT's `target_parameters` reaches them. A bank's forward takes rows already sorted by expert:
 
-    bank(x [N, H], groups) -> [N, H]      (groups: zoo.dispatch.ExpertGroups)
+    bank(x [N, H], groups) -> [N, H]      (groups: zoo.core.dispatch.ExpertGroups)
 
 Null experts are not modules: a router with more experts than the bank routes the extra indices to
-nothing (zero output), see zoo.dispatch.
+nothing (zero output), see zoo.core.dispatch.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.activations import ACT2FN
 
-from .routing import check_positive
+from .validation import check_positive
 
 
 def activation(name: str) -> nn.Module:
+    from transformers.activations import ACT2FN  # here, not at import: it costs a second and `import zoo.core` stays light
+
     if name not in ACT2FN:
         raise ValueError(f"act: unknown activation {name!r}; known: {sorted(ACT2FN)}")
     return ACT2FN[name]

@@ -10,15 +10,15 @@ they train fully (`modules_to_save`). Adapters save/load with PeftModel and merg
 `merge_and_unload()` like any other LoRA.
 
 The Uni-MoE alternative (a frozen shared FFN + per-expert LoRA deltas *inside* the MoE layer) is the
-expert kind "lora" (zoo.lora_experts), chosen at upcycling time instead.
+expert kind "lora" (zoo.experts.lora), chosen at upcycling time instead.
 """
 from __future__ import annotations
 
 from peft import LoraConfig
 from torch import nn
 
-from .ffn_adapters import ARCHITECTURES, adapter_for
-from .upcycle import upcycled_layers
+from ..upcycling.ffn_adapters import ARCHITECTURES, adapter_for
+from ..upcycling.layer import upcycled_layers
 
 LORA_PRESETS = {
     "attention": ("attention",),

@@ -5,7 +5,7 @@ Training (quantisation-aware, latent full-precision weights, straight-through es
     x_q = a * clamp(round(x / a), -128, 127), a = max|x| / 127 per token (absmax)  x_ste = x + sg(x_q - x)
 Inference / checkpoints: codes + 1 in {0, 1, 2}, four per byte (2 bits/weight) + one fp32 scale per
 expert matrix, unpacked on the fly only for the experts that received tokens (`ternary_packed`
-grouped-linear backend, registered with zoo.dispatch). Expert kind "ternary" for zoo.upcycle
+grouped-linear backend, registered with zoo.core.dispatch). Expert kind "ternary" for zoo.upcycle
 (`UpcyclePlan(expert_kind="ternary", expert_options={"rank": 8, "packed": False})`).
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .dispatch import eager_grouped_linear, register_backend
-from .experts import ExpertBank, activation
-from .ffn_adapters import FFNWeights
-from .lora_experts import copy_expert_options, lora_pair
-from .upcycle import UpcyclePlan, register_expert_kind
+from ..core.dispatch import eager_grouped_linear, register_backend
+from ..core.expert_banks import ExpertBank, activation
+from .ffn_weights import FFNWeights
+from .low_rank import lora_pair
+from .registry import ExpertPlan, copy_expert_options, register_expert_kind
 
 
 # -- quantisers ---------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ class TernaryGLUExperts(ExpertBank):
     """SwiGLU experts with ternary weights and int8 activations (MoTE), upcycled from one dense FFN
     (gate_up [2I, H], down [H, I]). Latent weights for training are either full copies
     (gate_up_proj [E, 2I, H], down_proj [E, H, I]) or, with `lora_rank` r, the frozen dense FFN plus
-    per-expert LoRA deltas in zoo.lora_experts' layout (gate_up_proj [2I, H] frozen, gate_up_lora_A
+    per-expert LoRA deltas in zoo.experts.lora' layout (gate_up_proj [2I, H] frozen, gate_up_lora_A
     [E, r, H], gate_up_lora_B [E, 2I, r], ...): W_e = W + (alpha / r) B_e A_e, quantised as a whole,
     so a trained bank ships in a few MB. `pack_()` freezes W_e into 2-bit codes for inference."""
 
@@ -175,7 +175,7 @@ class TernaryGLUExperts(ExpertBank):
         return bits / weights
 
 
-def build_ternary_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> TernaryGLUExperts:
+def build_ternary_experts(parts: list[FFNWeights], plan: ExpertPlan) -> TernaryGLUExperts:
     """Expert kind "ternary": `expert_options` rank (None = full latent copies), alpha (default rank), packed."""
     options = copy_expert_options("ternary", parts, plan, ("rank", "alpha", "packed"))
     first = parts[0]

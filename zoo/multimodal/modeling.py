@@ -23,9 +23,13 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from ..core.modalities import MODALITY_IDS
+from ..core.routing import RoutingResult
+from ..upcycling.layer import UpcycledFFN
+from ..upcycling.plan import UpcyclePlan
+from ..upcycling.sparse_upcycling import upcycle
 from .connectors import Connector
-from .routing import MODALITY_IDS, RoutingResult
-from .upcycle import UpcycledFFN, UpcyclePlan, upcycle
+from .processing import splice_image_features
 from .vision_towers import build_vision_tower
 
 DEFAULT_VISION_TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 128, "feature_layer": -1,
@@ -185,8 +189,6 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
             return self.image_features(torch.zeros(1, 3, size, size, device=device)).shape[1]
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None):
-        from .multimodal import splice_image_features
-
         if self.config.image_token_id is None:
             raise ValueError("config.image_token_id is not set (the processor's <image> token id)")
         is_image = input_ids == self.config.image_token_id

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedModel, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-from .experts import GLUExperts
-from .upcycle import UpcyclePlan, upcycled_layers
+from ..core.expert_banks import GLUExperts
+from ..upcycling.layer import upcycled_layers
+from ..upcycling.plan import UpcyclePlan
 
 NATIVE_FORMATS = ("mixtral", "qwen3_moe")
 _SHARED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",

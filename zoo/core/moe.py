@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .dispatch import dispatch, resolve_backend
-from .experts import ExpertBank, SharedExperts
+from .expert_banks import ExpertBank, SharedExperts
 from .routing import Router, RoutingResult
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import dispatch
-from .experts import ExpertBank
-from .routing import Router, RoutingResult
+from ..core.dispatch import dispatch
+from ..core.expert_banks import ExpertBank
+from ..core.routing import Router, RoutingResult
 
 
 class FiLMExperts(ExpertBank):

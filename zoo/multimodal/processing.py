@@ -26,7 +26,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PROCESSOR_NAME
 
-from .routing import MODALITY_IDS
+from ..core.modalities import MODALITY_IDS
 
 IMAGE_TOKEN = "<image>"
 MAX_IMAGE_SIDE = 4096  # longer side beyond this is shrunk before anything else

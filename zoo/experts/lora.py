@@ -12,25 +12,15 @@ dense FFN and copy-upcycling with renormalised top-k preserves the function. Exp
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .experts import ExpertBank, activation
-from .ffn_adapters import FFNWeights
-from .upcycle import UpcyclePlan, register_expert_kind
-
-
-def lora_pair(num_experts: int, rank: int, out_features: int, in_features: int, device=None):
-    """Per-expert deltas B_e A_e: A [E, r, in] kaiming-uniform, B [E, out, r] zeros (PEFT's LoRA init)."""
-    lora_a = nn.Parameter(torch.empty(num_experts, rank, in_features, device=device))
-    lora_b = nn.Parameter(torch.zeros(num_experts, out_features, rank, device=device))
-    if not lora_a.is_meta:
-        for e in range(num_experts):
-            nn.init.kaiming_uniform_(lora_a[e], a=math.sqrt(5))
-    return lora_a, lora_b
+from ..core.expert_banks import ExpertBank, activation
+from .ffn_weights import FFNWeights
+from .low_rank import lora_pair
+from .registry import ExpertPlan, copy_expert_options, register_expert_kind
 
 
 class LoRAExperts(ExpertBank):
@@ -69,20 +59,7 @@ class LoRAExperts(ExpertBank):
         return super().extra_repr() + f", rank={self.rank}, scaling={self.scaling}"
 
 
-def copy_expert_options(kind: str, parts: list[FFNWeights], plan: UpcyclePlan, allowed: tuple[str, ...]) -> dict:
-    """Checks of the expert kinds built over one copy of a gated dense FFN (lora, ternary); -> the options."""
-    if parts[0].kind != "glu":
-        raise ValueError(f"expert kind {kind!r} needs a gated (SwiGLU/GeGLU) FFN; this architecture's FFN is {parts[0].kind!r}")
-    if plan.experts != "copy" or plan.scale != 1.0:
-        raise ValueError(f"expert kind {kind!r} builds on one copy of the dense FFN: use experts='copy' and no expert_scale")
-    options = dict(plan.expert_options)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"UpcyclePlan.expert_options {unknown} are not options of expert kind {kind!r} {allowed}")
-    return options
-
-
-def build_lora_experts(parts: list[FFNWeights], plan: UpcyclePlan) -> LoRAExperts:
+def build_lora_experts(parts: list[FFNWeights], plan: ExpertPlan) -> LoRAExperts:
     options = copy_expert_options("lora", parts, plan, ("rank", "alpha"))
     first = parts[0]
     bank = LoRAExperts(len(parts), first.hidden_size, first.intermediate_size, act=first.act, **options)

@@ -25,7 +25,8 @@ from pathlib import Path
 from torch import nn
 
 from .native_export import decoder_and_plan, export_native
-from .upcycle import EXPERT_KINDS, upcycled_layers
+from ..experts.registry import EXPERT_KINDS
+from ..upcycling.layer import upcycled_layers
 
 def entry_points(model: nn.Module) -> dict[str, tuple[str, str]]:
     """auto_map entries: the model's own config and model classes (UpcycledMoe*, XMoE*, ...)."""
