@@ -1,4 +1,4 @@
-"""Gallery tab: the MoE-LLaVA baseline on easy-VQA (SmolLM2-135M + MobileNetV2, `zoo train moe-llava --recipe tiny`)."""
+"""Gallery tab: the MoE-LLaVA baseline on easy-VQA (SmolLM2-135M + MobileNetV2, `zoo train moe_llava --recipe tiny`)."""
 from __future__ import annotations
 
 from .vl_ui import build_tab
@@ -10,4 +10,4 @@ expert in training. Ask about shapes and colours (easy-VQA). The model loads on 
 
 
 def build() -> None:
-    build_tab("moe-llava", INTRO)
+    build_tab("moe_llava", INTRO)

@@ -6,7 +6,7 @@ with PSNR/SSIM when a clean reference exists (always, unless the upload was alre
 two per-patch maps from the last MoE layer: which expert gets the largest combine weight, and the
 router's uncertainty (spread of its routing probabilities over the MC-dropout ensemble).
 
-The shipped tiny weights (models/mofme/weights/tiny-fme, trained by `zoo train mofme --recipe tiny`)
+The shipped tiny weights (models/mofme/trained/tiny-fme, trained by `zoo train mofme --recipe tiny`)
 load on first use. Images of any size up to MAX_PIXELS are restored in overlapping 240 x 240 tiles;
 grayscale / RGBA uploads are converted to RGB; smaller than one 8 x 8 patch or larger than
 MAX_PIXELS is refused with a message.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo import GLUExperts, MoEBlock, ThresholdRouter, TopKRouter
+from zoo.core import GLUExperts, MoEBlock, ThresholdRouter, TopKRouter
 
 SENTENCE = "Mixture-of-Experts layers send every token to a few experts only."
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-model-time", action="store_true")
     parser.add_argument("--save", default=None, metavar="PATH",
-                        help="also write the printed report there (models/mofme/weights/benchmark.txt feeds the model card)")
+                        help="also write the printed report there (models/mofme/trained/benchmark.txt feeds the model card)")
     args = parser.parse_args(argv)
     report: list[str] = []
 

@@ -1,6 +1,6 @@
 """Upcycling cost on the real SmolLM2-135M-Instruct: wall time and peak memory.
 
-    python -m benchmarks.upcycle [--plans top2-of-4 xmoe moe-llava]
+    python -m benchmarks.upcycle [--plans top2-of-4 xmoe moe_llava]
 
 Each plan runs in a fresh process (so peak RSS is that plan's alone): load the fp32 cache
 (zoo.integrations.assets.load_smollm2), upcycle in place (zoo.upcycle), then report
@@ -55,7 +55,7 @@ def run_one(plan_name: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--plans", nargs="+", default=["top2-of-4", "xmoe", "moe-llava"])
+    parser.add_argument("--plans", nargs="+", default=["top2-of-4", "xmoe", "moe_llava"])
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
     if args.one:

@@ -6,8 +6,14 @@ SmolLM2-135M-Instruct (zoo.integrations.assets, offline) is upcycled twice with 
 FFN (1536 hidden units) is split into 16 experts of 96 units (XMoE's fine-grained experts, equal
 parameters in both runs), and gets either
 
-    top-k      a softmax router that always takes k experts (raw probabilities, like the threshold one)
-    threshold  XMoE's router: experts in order of probability until their mass reaches t (k varies per token)
+    top-k      a softmax router that always takes k experts, its k weights renormalised to sum to 1 (Mixtral-style;
+               the plan's default `normalize=True`)
+    threshold  XMoE's router: experts in order of probability until their mass reaches t (k varies per token),
+               weighted by their raw probabilities (no renormalisation)
+
+(The split experts are scaled by E = 16, so from the zero-initialised router the threshold router's raw
+weights of 1/16 give each chosen expert its own slice of the dense FFN, while top-k's renormalised 1/k
+give each chosen slice E/k times its weight: 2x at k = 8.)
 
 Only the routers are trained (the experts are the dense model's own weights), for the same number of
 steps on the same batches, on WordNet's glosses (Debian `wordnet-base`: 117k English definitions,
@@ -17,7 +23,7 @@ experts). The dense model itself is the reference loss. The paper's claim to che
 routing needs > 50% fewer expert FLOPs than top-k at about equal loss. Both trained routers are then
 evaluated at other k / t without retraining, to show each method's loss-vs-FLOPs curve.
 
-With `--save`, the threshold run's routers go to pipelines/weights/ for the gallery's chat tab.
+With `--save`, the threshold run's routers go to models/xmoe/trained/ for the gallery's chat tab.
 """
 from __future__ import annotations
 

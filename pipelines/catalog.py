@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 
 from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -54,7 +55,7 @@ def presets() -> dict[str, list[str]]:
             module = importlib.import_module(f"{models.__name__}.{info.name}.presets")
         except ModuleNotFoundError:
             continue
-        if isinstance(getattr(module, "PRESETS", None), dict):
+        if isinstance(getattr(module, "PRESETS", None), Mapping):
             found[info.name] = sorted(module.PRESETS)
     return found
 

@@ -22,9 +22,10 @@ VARIANTS = {"fme": "MoFME", "ffn": "MoE counterpart"}
 
 
 def shipped_weights_dir() -> Path:
-    from zoo.models import mofme
+    """models/mofme/trained/: tiny-fme/, tiny-ffn/ (save_pretrained folders) and eval.json."""
+    from zoo.models import trained_dir
 
-    return Path(mofme.__file__).parent / "weights"
+    return trained_dir("mofme")
 
 
 def psnr(reference: np.ndarray, image: np.ndarray) -> float:

@@ -1,6 +1,6 @@
-"""Render model_cards/mofme.md from measured figures: the held-out eval (models/mofme/weights/eval.json,
+"""Render model_cards/mofme.md from measured figures: the held-out eval (models/mofme/trained/eval.json,
 written by `zoo train mofme --recipe tiny --set ship=true`) and, when present, the paper-size benchmark
-(models/mofme/weights/benchmark.txt, written by `python -m benchmarks.mofme --save ...`).
+(models/mofme/trained/benchmark.txt, written by `python -m benchmarks.mofme --save ...`).
 
     python -m zoo.pipelines.mofme_card [OUTPUT.md]
 """

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoo.core.validation import renamed
+
 
 @dataclass
 class TrainOptions:
@@ -28,8 +30,16 @@ Recipe = Callable[[TrainOptions], dict]
 RECIPES: dict[tuple[str, str], Recipe] = {}
 RECIPE_MODULES: dict[str, str] = {
     "mofme": "zoo.pipelines.train_mofme",
-    **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe-llava", "dense-vl")},  # vision-language (issue 4)
+    **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe_llava", "dense_vl")},  # vision-language (issue 4)
 }
+# A system's name is its model_type (and its package under models/). Old spellings still work on the
+# command line and in scripts, with a FutureWarning naming the new one.
+RENAMED_SYSTEMS: dict[str, str] = {"moe-llava": "moe_llava", "dense-vl": "dense_vl"}
+
+
+def system_name(system: str) -> str:
+    """The current spelling of a system name ("moe-llava" -> "moe_llava", with a FutureWarning)."""
+    return renamed(system, RENAMED_SYSTEMS, "system name", stacklevel=4)
 
 
 def recipe(system: str, name: str):
@@ -40,6 +50,7 @@ def recipe(system: str, name: str):
 
 
 def get_recipe(system: str, name: str) -> Recipe:
+    system = system_name(system)
     if system not in RECIPE_MODULES:
         raise ValueError(f"no training recipes for system {system!r}; known systems: {sorted(RECIPE_MODULES)}")
     importlib.import_module(RECIPE_MODULES[system])
@@ -83,6 +94,7 @@ def evaluation(system: str):
 
 
 def get_evaluation(system: str) -> Evaluation:
+    system = system_name(system)
     if system in RECIPE_MODULES:
         importlib.import_module(RECIPE_MODULES[system])
     if system not in EVALUATIONS:

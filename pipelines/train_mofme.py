@@ -23,7 +23,7 @@ steps; `--resume` continues from it.
 Switches (`--set key=value`): steps, batch, crop, lr, warmup, loss, perceptual, clip (gradient-norm
 clipping, 0 = off), checkpoint_every, pause_after (stop
 after that step with a checkpoint; `--resume` continues), ship (copy the trained weights + held-out
-figures into the package, models/mofme/weights/, for the gallery).
+figures into the package, models/mofme/trained/, for the gallery).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`zoo train {moiie,mote,moe-llava,dense-vl} --recipe tiny`: easy-VQA, SmolLM2-135M + MobileNetV2.
+"""`zoo train {moiie,mote,moe_llava,dense_vl} --recipe tiny`: easy-VQA, SmolLM2-135M + MobileNetV2.
 
     stage 1  projector only (tower + LLM frozen, dense LLM), lr 3e-3   -- identical for every system, so
              its checkpoint is shared: the first system to run it saves it, the others resume from it
@@ -86,7 +86,7 @@ def train_system(system: str, options: TrainOptions) -> dict:
     # stage 1: projector only on the dense model (shared by every system)
     stage1_dir = root / (f"stage1-{settings['stage1_steps']}x{settings['batch_size']}-lr{settings['lr1']}"
                          f"-tokens{vqa.IMAGE_TOKENS}-seed{options.seed}")
-    dense, processor = vqa.build("dense-vl", lm, tokenizer, moe_layers="none")
+    dense, processor = vqa.build("dense_vl", lm, tokenizer, moe_layers="none")
     train_data = vqa.EasyVqa("train", processor)
     stage1_done = stage1_dir / "projector.safetensors"
     if stage1_done.is_file():
@@ -118,14 +118,13 @@ def train_system(system: str, options: TrainOptions) -> dict:
                 "train_minutes": round(train_minutes, 1), "final_train_loss": round(loss, 4)}
     parts = root / f"{system}-easyvqa-tiny.safetensors"
     vqa.save_parts(model, parts, metadata)
-    if options.extra.get("ship"):
-        vqa.shipped_path(system).parent.mkdir(parents=True, exist_ok=True)
+    if options.extra.get("ship"):  # into the package: models/<system>/trained/ (zoo.models.trained_dir)
         shutil.copy(parts, vqa.shipped_path(system))
     (root / f"{system}-results.json").write_text(json.dumps(metadata, indent=2))
     return {**metadata, "parts": str(parts)}
 
 
-for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
+for _system in ("moiie", "mote", "moe_llava", "dense_vl"):
     recipe(_system, "tiny")(lambda options, _s=_system: train_system(_s, options))
 
 
@@ -142,5 +141,5 @@ def _evaluate_shipped_only(system: str, weights: str | None) -> dict:
     return evaluate_shipped(system)
 
 
-for _system in ("moiie", "mote", "moe-llava", "dense-vl"):
+for _system in ("moiie", "mote", "moe_llava", "dense_vl"):
     evaluation(_system)(lambda weights, _s=_system: _evaluate_shipped_only(_s, weights))

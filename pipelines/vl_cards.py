@@ -5,9 +5,10 @@ run recorded), their evaluation reports and the MoTE benchmark output:
     python -m zoo.pipelines.vl_cards OUT_DIR              # render from the saved reports
 
 A report (per question type, and the control with every question asked about another question's
-image) is saved next to the shipped parts as `<system>-easyvqa-tiny.report.json`."""
+image) is saved next to the shipped parts, models/<system>/trained/easyvqa-tiny.report.json."""
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from string import Template
 
@@ -15,9 +16,14 @@ from safetensors import safe_open
 
 from . import vl_easyvqa as vqa
 
-CARDS = {"moiie": "moiie.md", "mote": "mote.md", "moe-llava": "moe_llava.md"}
-CARD_DIR = Path(__file__).resolve().parent.parent / "model_cards"
-BENCHMARK = vqa.SHIPPED_DIR / "mote" / "trained" / "benchmark.txt"
+CARDS = {"moiie": "moiie.md", "mote": "mote.md", "moe_llava": "moe_llava.md"}
+
+
+def benchmark_path() -> Path:
+    """MoTE's packed-expert benchmark output (benchmarks/), shipped with its trained parts."""
+    from zoo.models import trained_dir
+
+    return trained_dir("mote") / "benchmark.txt"
 
 
 def metadata(system: str) -> dict | None:
@@ -30,7 +36,7 @@ def metadata(system: str) -> dict | None:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
-SYSTEMS = ("moiie", "mote", "moe-llava", "dense-vl")
+SYSTEMS = ("moiie", "mote", "moe_llava", "dense_vl")
 REPORT_COLUMNS = ("all", "yes/no", "shape", "colour", "images shuffled")
 
 
@@ -65,10 +71,12 @@ def render(system: str) -> str:
     results = {s: metadata(s) for s in SYSTEMS}
     rows = "\n".join(result_row(s, m) for s, m in results.items())
     own = results.get(system) or {}
-    fields = {"result_rows": rows, "benchmark": BENCHMARK.read_text().strip() if BENCHMARK.is_file() else "(not run)",
+    benchmark = benchmark_path()
+    fields = {"result_rows": rows, "benchmark": benchmark.read_text().strip() if benchmark.is_file() else "(not run)",
               **{k: own.get(k, "?") for k in ("eval_questions", "stage1_steps", "stage2_steps", "batch_size",
                                                 "trainable_params", "train_minutes")}}
-    return Template((CARD_DIR / CARDS[system]).read_text()).safe_substitute(fields)
+    template = importlib.resources.files("zoo.model_cards").joinpath(CARDS[system]).read_text()
+    return Template(template).safe_substitute(fields)
 
 
 def main(argv=None) -> None:

@@ -36,6 +36,29 @@ def easyvqa_samples(count: int = 24) -> list[tuple[str, str, str]]:
     return [(paths[image_ids[i]], questions[i], answers[i]) for i in range(count)]
 
 
+@torch.no_grad()
+def greedy_answer(model, input_ids: torch.Tensor, pixel_values: torch.Tensor, stop_ids, max_new_tokens: int = 8):
+    """One sample [1, L] through a VL MoE model (MultimodalMoeForConditionalGeneration): KV-cached greedy
+    decoding until a stop id -> (new token ids, per MoE layer: (routing of the prompt, its modality ids [L])).
+    The routing is each MoE layer's `last_routing` right after the prompt's forward (this thread's)."""
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"greedy_answer takes one sample (input_ids [1, L]), got batch {input_ids.shape[0]}; "
+                         "use generate() for batches")
+    out = model(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, logits_to_keep=1)
+    prompt_routing = [(f.last_routing, out.modality_ids.reshape(-1)) for f in model.moe_feed_forwards()]
+    new_ids = []
+    for _ in range(max_new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        if token in stop_ids:
+            break
+        new_ids.append(token)
+        if len(new_ids) == max_new_tokens:
+            break
+        out = model(input_ids=input_ids.new_tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
+                    logits_to_keep=1)
+    return new_ids, prompt_routing
+
+
 def routing_tables(prompt_routing, num_experts: int) -> tuple[list[list], dict[str, list[float]]]:
     """Per MoE layer and modality: share of routed slots per expert; plus the all-layer share per modality."""
     rows, totals = [], {}
@@ -68,7 +91,8 @@ def answer(system: str, image, question: str) -> dict:
     batch = processor(images=[picture], text=processor.prompt(question))
     end_id = processor.tokenizer.convert_tokens_to_ids(vqa.END)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        new_ids, routing = model.greedy_answer(batch["input_ids"], batch["pixel_values"], {end_id, processor.tokenizer.eos_token_id})
+        new_ids, routing = greedy_answer(model, batch["input_ids"], batch["pixel_values"],
+                                         {end_id, processor.tokenizer.eos_token_id})
     rows, shares = routing_tables(list(zip(model.moe_layer_ids, routing)), model.config.num_experts)
     headers = ["layer", "modality", "tokens"] + [f"expert {e}" for e in range(model.config.num_experts)]
     return {"answer": processor.tokenizer.decode(new_ids, skip_special_tokens=True).strip(), "rows": rows,

@@ -14,8 +14,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from zoo.integrations.assets import IMAGENET_MEAN_STD
 from zoo.multimodal.processing import VisionLanguageProcessor, preprocess_images
 from zoo.multimodal.modeling import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
+
+from .train import system_name
 
 # a compact ChatML turn (SmolLM2's own template adds a 20-token system prompt to every sample)
 CHAT_TEMPLATE = (
@@ -25,7 +28,7 @@ CHAT_TEMPLATE = (
 END = "<|im_end|>"
 LORA_RANK = 8
 IMAGE_TOKENS = 4  # MobileNetV2 at 128 px gives a 4x4 grid of 1280-d features, average-pooled to 2x2
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_FILE = "easyvqa-tiny.safetensors"  # in models/<system>/trained/ (zoo.models.trained_dir)
 
 
 def systems() -> dict[str, tuple[type, type, dict]]:
@@ -37,15 +40,17 @@ def systems() -> dict[str, tuple[type, type, dict]]:
     return {
         "moiie": (MoiieConfig, MoiieForConditionalGeneration, {}),
         "mote": (MoteConfig, MoteForConditionalGeneration, {}),
-        "moe-llava": (MoeLlavaConfig, MoeLlavaForConditionalGeneration, {}),
+        "moe_llava": (MoeLlavaConfig, MoeLlavaForConditionalGeneration, {}),
         # dense baseline: the same odd-layer FFNs get the same LoRA delta, no router choice
-        "dense-vl": (MultimodalMoeConfig, MultimodalMoeForConditionalGeneration, {"moe_layers": "odd"}),
+        "dense_vl": (MultimodalMoeConfig, MultimodalMoeForConditionalGeneration, {"moe_layers": "odd"}),
     }
 
 
 def shipped_path(system: str) -> Path:
-    folder = {"moiie": "moiie", "mote": "mote", "moe-llava": "moe_llava", "dense-vl": "moe_llava"}[system]
-    return SHIPPED_DIR / folder / "trained" / f"{system}-easyvqa-tiny.safetensors"
+    """The system's shipped trained parts: models/<system>/trained/easyvqa-tiny.safetensors."""
+    from zoo.models import trained_dir
+
+    return trained_dir(system_name(system)) / SHIPPED_FILE
 
 
 # -- model ----------------------------------------------------------------------------------------------
@@ -59,13 +64,13 @@ def load_base():
 def build(system: str, language_model, tokenizer, **overrides):
     """-> (model, processor): the system's wrapper around the loaded LLM, experts upcycled from its FFNs."""
     known = systems()
+    system = system_name(system)
     if system not in known:
         raise ValueError(f"unknown vision-language system {system!r}; known: {sorted(known)}")
     config_class, model_class, defaults = known[system]
     overrides = {"image_token_budget": IMAGE_TOKENS, **defaults, **overrides}
-    processor = VisionLanguageProcessor(tokenizer, DEFAULT_VISION_TOWER["image_size"], (0.485, 0.456, 0.406),
-                                        (0.229, 0.224, 0.225), num_image_tokens=overrides["image_token_budget"],
-                                        chat_template=CHAT_TEMPLATE)
+    processor = VisionLanguageProcessor(tokenizer, DEFAULT_VISION_TOWER["image_size"], *IMAGENET_MEAN_STD,
+                                        num_image_tokens=overrides["image_token_budget"], chat_template=CHAT_TEMPLATE)
     config = config_class(text_config=language_model.config.to_dict(), vision_tower=DEFAULT_VISION_TOWER,
                           image_token_id=processor.image_token_id, expert_lora_rank=LORA_RANK, **overrides)
     model = model_class(config, language_model=language_model)
@@ -114,6 +119,7 @@ def load_parts(model, path: Path, prefixes: tuple[str, ...] = ("",)) -> dict:
 
 def load_shipped(system: str):
     """-> (model in eval mode, processor, metadata) with the shipped trained parts."""
+    system = system_name(system)
     model, processor = build(system, *load_base())
     metadata = load_parts(model, shipped_path(system))
     return model.eval(), processor, metadata
@@ -142,7 +148,7 @@ class EasyVqa:
         self.pixels = preprocess_images([paths[i] for i in used], processor.image_size, processor.image_mean,
                                         processor.image_std).to(torch.bfloat16)  # [n_images, 3, S, S]
         tok = processor.tokenizer
-        prompts = [processor.prompt(q).replace("<image>", "<image>" * processor.num_image_tokens) for q in self.questions]
+        prompts = processor.expand_image_tokens([processor.prompt(q) for q in self.questions])
         prompt_ids = tok(prompts, add_special_tokens=False)["input_ids"]
         answer_ids = tok([a + END for a in self.answers], add_special_tokens=False)["input_ids"]
         self.samples = [(p, a) for p, a in zip(prompt_ids, answer_ids)]

@@ -4,7 +4,7 @@ threshold router, plus the trained routers that ship with the package.
     model, tokenizer = load_xmoe_smollm2()          # UpcycledMoeForCausalLM + the chat tokenizer
 
 The routers (the only trained part: the experts are the dense FFN's own hidden units) are produced
-by `python -m benchmarks.xmoe` and stored in `pipelines/weights/xmoe_smollm2_routers.safetensors`
+by `python -m benchmarks.xmoe` and stored in `models/xmoe/trained/smollm2-routers.safetensors`
 together with the plan they were trained for (safetensors metadata), so loading needs no hub and
 the plan can never disagree with the weights.
 """
@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from zoo.integrations.assets import load_smollm2
+from zoo.models import trained_dir
 from zoo.models.upcycled import UpcycledMoeForCausalLM
 from zoo.upcycling.plan import PLANS, UpcyclePlan
 
-ROUTERS_FILE = Path(__file__).parent / "weights" / "xmoe_smollm2_routers.safetensors"
+ROUTERS_FILE = trained_dir("xmoe") / "smollm2-routers.safetensors"  # the shipped routers
 ROUTER_SUFFIX = ".router.weight"
 
 

@@ -50,7 +50,7 @@ def test_lora_preset_trains_saves_reloads_and_merges(tmp_path):
 
 
 def test_lora_presets_and_errors():
-    model = upcycle(tiny_decoder("phi3"), "moe-llava")
+    model = upcycle(tiny_decoder("phi3"), "moe_llava")
     assert set(lora_config(model, "attention").target_modules) == {"qkv_proj", "o_proj"}
     assert lora_config(model, "attention").target_parameters is None
     assert set(lora_config(model, "all").target_modules) == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}

@@ -116,7 +116,8 @@ def test_image_conversion_and_limits():
     rgba[..., 0] = 255
     rgba[0, 0, 3] = 255  # one opaque red pixel, the rest transparent -> white
     out = to_rgb_array(rgba)
-    np.testing.assert_allclose(out[0, 0], [1, 0, 0]) and np.testing.assert_allclose(out[1, 1], [1, 1, 1])
+    np.testing.assert_allclose(out[0, 0], [1, 0, 0])
+    np.testing.assert_allclose(out[1, 1], [1, 1, 1])
     processor = MoFMEImageProcessor(max_image_pixels=64 * 64)
     with pytest.raises(ValueError, match="smaller than one 8x8 patch"):
         processor(np.zeros((5, 30, 3), np.uint8))

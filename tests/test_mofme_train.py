@@ -53,46 +53,47 @@ def test_cli_and_registry_errors():
 
 @pytest.mark.slow
 def test_shipped_weights_meet_the_targets_and_fill_the_card():
-    """The shipped tiny weights, re-evaluated on part of the held-out set, and the model card built from eval.json."""
+    """The targets, asserted on figures recomputed here from the shipped weights over the whole held-out set
+    (4 test photos x 4 effects = 16 pairs, full images, tiled; about 2 min on 2 cores), not on eval.json; then
+    eval.json (which the model card and the README print) must be those same figures."""
     import json
 
     import yaml
     from transformers import AutoImageProcessor
 
-    from zoo.models.mofme import restore_image
-    from zoo.pipelines.evaluate_mofme import shipped_weights_dir
+    from zoo.pipelines.evaluate_mofme import evaluate_models, held_out_pairs, load_variants, shipped_weights_dir
     from zoo.pipelines.mofme_card import render_model_card
-    from zoo.pipelines.evaluate_mofme import load_variants, psnr
-    from zoo.pipelines.photos import load_photo
-    from zoo.pipelines.weather import degrade
+    from zoo.pipelines.photos import TEST_PHOTOS
+    from zoo.pipelines.weather import DEGRADATIONS
 
-    WEIGHTS = shipped_weights_dir()
-    shipped = json.loads((WEIGHTS / "eval.json").read_text())
-    assert shipped["MoFME"]["all"]["psnr"] >= shipped["input"]["all"]["psnr"] + 3.0
-    assert shipped["MoFME"]["all"]["psnr"] >= shipped["MoE counterpart"]["all"]["psnr"] - 0.3
-    models = load_variants(WEIGHTS)
-    processor = AutoImageProcessor.from_pretrained(WEIGHTS / "tiny-fme")
+    weights = shipped_weights_dir()
+    models = load_variants(weights)
+    processor = AutoImageProcessor.from_pretrained(weights / "tiny-fme")
+    pairs = [(name, effect) for name, effect, _, _ in held_out_pairs()]
+    assert len(pairs) == len(TEST_PHOTOS) * len(DEGRADATIONS) == 16
+    results = evaluate_models(models, processor)
+    assert {label: results[label]["all"]["images"] for label in results} == {"input": 16, "MoFME": 16, "MoE counterpart": 16}
+    mofme, counterpart, degraded = (results[label]["all"]["psnr"] for label in ("MoFME", "MoE counterpart", "input"))
+    assert mofme >= degraded + 3.0, (mofme, degraded)  # target: +3 dB over the degraded input
+    assert mofme >= counterpart - 0.3, (mofme, counterpart)  # target: no more than 0.3 dB below the counterpart
 
-    # the first held-out pair (chelsea, rain, seed 0) reproduces the shipped figure's ingredients
-    clean = load_photo("chelsea")
-    degraded = degrade(clean, "rain", 0.5, seed=0)
-    restored = restore_image(models["MoFME"], processor, degraded).image
-    assert psnr(clean, restored) > psnr(clean, degraded) + 3.0
     # the counterpart is no identity map (the L1 plateau it used to sit on: mean |output - input| 6e-4 on rain,
-    # snow and raindrops): on every effect it changes the image, and it beats the input on average
-    assert shipped["MoE counterpart"]["all"]["psnr"] > shipped["input"]["all"]["psnr"] + 1.0
-    counterpart = models["MoE counterpart"]
-    for index, effect in enumerate(("rain", "snow", "haze", "raindrop")):  # seeds as in held_out_pairs
-        degraded = degrade(clean, effect, 0.5, seed=index)[100:228, 100:228]  # a 128 x 128 crop: fast
-        with torch.no_grad():
-            out = counterpart(pixel_values=torch.from_numpy(degraded.transpose(2, 0, 1).copy())[None]).reconstruction
-        change = float(abs(out[0].permute(1, 2, 0).numpy() - degraded).mean())
-        assert change > 0.005, (effect, change)
-        assert shipped["MoE counterpart"][effect]["psnr"] != pytest.approx(shipped["input"][effect]["psnr"], abs=0.05), effect
+    # snow and raindrops): it beats the input on average and moves the PSNR away from the input's on every effect
+    assert counterpart > degraded + 1.0
+    for effect in DEGRADATIONS:
+        assert abs(results["MoE counterpart"][effect]["psnr"] - results["input"][effect]["psnr"]) > 0.05, effect
+
+    # what is shipped (eval.json -> model card, README) is what the shipped weights compute
+    shipped = json.loads((weights / "eval.json").read_text())
+    for label, per_effect in results.items():
+        for effect, figures in per_effect.items():
+            assert shipped[label][effect]["images"] == figures["images"], (label, effect)
+            assert shipped[label][effect]["psnr"] == pytest.approx(figures["psnr"], abs=0.01), (label, effect)
+            assert shipped[label][effect]["ssim"] == pytest.approx(figures["ssim"], abs=0.001), (label, effect)
     card = render_model_card()
     header = yaml.safe_load(card.split("---")[1])
     assert header["pipeline_tag"] == "image-to-image" and "moe" in header["tags"] and header["library_name"] == "transformers"
-    assert f"{shipped['MoFME']['all']['psnr']:.2f} / {shipped['MoFME']['all']['ssim']:.3f}" in card
+    assert f"{results['MoFME']['all']['psnr']:.2f} / {results['MoFME']['all']['ssim']:.3f}" in card
     assert "$" not in card  # every placeholder filled
 
 

@@ -97,7 +97,7 @@ def test_plan_validation_names_the_field():
             UpcyclePlan(**kwargs)
     with pytest.raises(ValueError, match="unknown UpcyclePlan fields"):
         UpcyclePlan.from_dict({"top_k": 2})
-    assert UpcyclePlan.from_dict(PLANS["moe-llava"].to_dict()) == PLANS["moe-llava"]
+    assert UpcyclePlan.from_dict(PLANS["moe_llava"].to_dict()) == PLANS["moe_llava"]
 
 
 def test_unknown_architecture_lists_supported_ones():
@@ -138,11 +138,11 @@ def test_routers_and_presets():
     router = model.model.layers[0].mlp.moe.router
     assert isinstance(router, ThresholdRouter) and router.threshold == 0.9
     assert torch.count_nonzero(router.weight) == 0  # uniform probabilities at step 0
-    llava = upcycle(tiny_decoder(), "moe-llava")
+    llava = upcycle(tiny_decoder(), "moe_llava")
     assert [isinstance(l.mlp, UpcycledFFN) for l in llava.model.layers] == [True, False, True, False]
     top = llava.model.layers[0].mlp.moe.router
     assert isinstance(top, TopKRouter) and top.top_k == 2 and top.num_experts == 4
-    assert PLANS["moe-llava"].router_aux_loss_coef == 0.01
+    assert PLANS["moe_llava"].router_aux_loss_coef == 0.01
 
 
 def test_init_noise_makes_copies_differ_and_seed_reproduces():

@@ -43,7 +43,7 @@ def load_without_zoo(folder, ids, tmp_path, remote):
 
 @pytest.mark.parametrize("arch, plan, expected", [
     ("llama", PLANS["top2-of-4"], "MixtralForCausalLM"),
-    ("qwen3", PLANS["moe-llava"].replace(normalize=False), "Qwen3MoeForCausalLM"),
+    ("qwen3", PLANS["moe_llava"].replace(normalize=False), "Qwen3MoeForCausalLM"),
 ])
 def test_native_export_loads_without_zoo_with_equal_logits(tmp_path, arch, plan, expected):
     model = UpcycledMoeForCausalLM.from_dense(tiny_decoder(arch, tie_word_embeddings=True), plan).eval()
@@ -59,7 +59,7 @@ def test_native_export_loads_without_zoo_with_equal_logits(tmp_path, arch, plan,
 def test_native_export_refuses_what_has_no_native_equivalent():
     for arch, plan, message in [
         ("llama", PLANS["xmoe"], "router='threshold'"),
-        ("llama", PLANS["moe-llava"], "every layer upcycled"),
+        ("llama", PLANS["moe_llava"], "every layer upcycled"),
         ("llama", PLANS["top2-of-4"].replace(normalize=False), "normalize=True"),
         ("gpt2", PLANS["top2-of-4"], "expert banks \\['MLPExperts'\\]"),
         ("llama", PLANS["shared-dense-top1-of-4"], "shared_ffn"),
@@ -115,7 +115,7 @@ def test_push_validates_its_arguments_before_any_network(tmp_path):
 def test_cli_list_upcycle_export(tmp_path, capsys):
     assert cli(["list"]) == 0
     listing = capsys.readouterr().out
-    assert "zoo_upcycled_moe" in listing and "xmoe" in listing and "top2-of-4" in listing and "moe-llava" in listing
+    assert "zoo_upcycled_moe" in listing and "xmoe" in listing and "top2-of-4" in listing and "moe_llava" in listing
 
     dense = tiny_decoder("llama")
     dense.save_pretrained(tmp_path / "dense")

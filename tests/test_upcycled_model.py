@@ -91,7 +91,7 @@ def naive_switch_loss(router_logits, k):
 
 
 def test_aux_loss_is_added_whenever_labels_are_given():
-    model = upcycled(plan="moe-llava")
+    model = upcycled(plan="moe_llava")
     ids = token_ids()
     out = model(ids, labels=ids)  # no output_router_logits
     assert out.router_logits is None

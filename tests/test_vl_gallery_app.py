@@ -12,7 +12,7 @@ from zoo.apps import gallery
 from zoo.pipelines import vl_demo
 
 pytestmark = pytest.mark.slow
-SYSTEMS = ["moiie", "mote", "moe-llava"]
+SYSTEMS = ["moiie", "mote", "moe_llava"]
 SAMPLE = 0  # easy-VQA test question 0
 
 
@@ -33,7 +33,7 @@ def client(gallery_url):
 
 
 def key(system: str) -> str:
-    """The tab's endpoint / element name for a system (moe-llava -> moe_llava)."""
+    """The tab's endpoint / element name for a system (dashes as underscores)."""
     return system.replace("-", "_")
 
 
@@ -146,7 +146,7 @@ def test_mote_memory_line_matches_expert_memory(client):
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("system, title", [("moiie", "MoIIE"), ("mote", "MoTE"), ("moe-llava", "MoE-LLaVA")])
+@pytest.mark.parametrize("system, title", [("moiie", "MoIIE"), ("mote", "MoTE"), ("moe_llava", "MoE-LLaVA")])
 def test_tab_renders_and_answers_in_chromium(gallery_url, system, title):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec

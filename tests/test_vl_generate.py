@@ -7,6 +7,7 @@ import zoo  # noqa: F401  (registers the configs with the Auto classes)
 from zoo.models.moe_llava import MoeLlavaConfig, MoeLlavaForConditionalGeneration
 from zoo.models.moiie import MoiieConfig, MoiieForConditionalGeneration
 from zoo.models.mote import MoteConfig, MoteForConditionalGeneration
+from zoo.pipelines.vl_demo import greedy_answer
 
 TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 64}  # 2x2 grid: 4 image tokens
 # a large init so the logits depend visibly on every layer (near-uniform logits would hide cache bugs)
@@ -72,7 +73,7 @@ def test_cached_generate_equals_the_uncached_greedy_loop(system, single_thread):
     assert len(set(want[0, ids.shape[1]:].tolist())) > 1  # not a degenerate repeat of one token
 
     # the gallery's helper: the same tokens, and the routing of the prompt as a plain forward computes it
-    new_ids, routing = model.greedy_answer(ids, pixels, stop_ids=set(), max_new_tokens=NEW_TOKENS)
+    new_ids, routing = greedy_answer(model, ids, pixels, stop_ids=set(), max_new_tokens=NEW_TOKENS)
     assert new_ids == want[0, ids.shape[1]:].tolist()
     with torch.no_grad():
         out = model(input_ids=ids, pixel_values=pixels)
@@ -80,7 +81,7 @@ def test_cached_generate_equals_the_uncached_greedy_loop(system, single_thread):
         assert torch.equal(prompt_routing.indices, ffn.last_routing.indices)
         assert torch.equal(modality_ids, out.modality_ids.reshape(-1))
     stop = want[0, ids.shape[1] + 2].item()
-    new_ids, _ = model.greedy_answer(ids, pixels, stop_ids={stop}, max_new_tokens=NEW_TOKENS)
+    new_ids, _ = greedy_answer(model, ids, pixels, stop_ids={stop}, max_new_tokens=NEW_TOKENS)
     assert new_ids == want[0, ids.shape[1]: ids.shape[1] + want[0, ids.shape[1]:].tolist().index(stop)].tolist()
 
 
@@ -103,7 +104,7 @@ def test_greedy_answer_refuses_a_batch():
     model = build("moiie")
     ids = torch.tensor([prompt(model, [5], [6])] * 2)
     with pytest.raises(ValueError, match="one sample"):
-        model.greedy_answer(ids, torch.randn(2, 3, 64, 64), stop_ids=set())
+        greedy_answer(model, ids, torch.randn(2, 3, 64, 64), stop_ids=set())
 
 
 def test_routing_context_for_other_tokens_is_refused_not_read_as_text():

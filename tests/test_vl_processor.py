@@ -7,6 +7,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor
 
 import zoo  # noqa: F401  (registers the VL model types with AutoProcessor / AutoImageProcessor)
+from zoo.integrations.assets import IMAGENET_MEAN_STD
 from zoo.models.moe_llava import MoeLlavaConfig
 from zoo.models.moiie import MoiieConfig
 from zoo.models.mote import MoteConfig
@@ -16,7 +17,7 @@ from zoo.multimodal.modeling import MultimodalMoeConfig
 CONFIGS = [MoiieConfig, MoteConfig, MoeLlavaConfig, MultimodalMoeConfig]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = IMAGENET_MEAN_STD
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,36 @@ def sample():
     return easyvqa_samples(1)[0]
 
 
+# The README's promise, ">= 80% easy-VQA accuracy", is stated on this fixed subset (the one `zoo eval <system>`,
+# `vl_cards --evaluate` and the training runs use): 500 test questions, seed 0. On smaller subsets the figure is
+# a different sample (measured on the shipped parts: MoIIE 82.0% on the first 128 of them, 80.0% on the first
+# 300, 80.6% on all 500), and at 128 questions one standard error is 3.5 points, more than every system's margin.
+PROMISED_ACCURACY = 0.80
+QUESTIONS, SEED = 500, 0
+
+
 @pytest.mark.parametrize("system", ["moiie", "mote", "moe-llava", "dense-vl"])
 def test_shipped_parts_answer_easyvqa(system):
+    import json
+
+    from zoo.pipelines import vl_cards
     from zoo.pipelines import vl_easyvqa as vqa
     from zoo.pipelines.vl_demo import get_system
 
-    model, processor, metadata = get_system(system)
+    model, processor, metadata = get_system(system)  # as the gallery serves it (MoTE: experts packed to 2 bits)
     assert vqa.shipped_path(system).stat().st_size < 8e6  # only the small trained parts are shipped
-    test = vqa.EasyVqa("test", processor, limit=128, seed=1)
+    test = vqa.EasyVqa("test", processor, limit=QUESTIONS, seed=SEED)
+    assert len(test) == QUESTIONS == metadata["eval_questions"]
     report = vqa.accuracy_report(model, test)
-    print(f"{system}: easy-VQA on 128 test questions {report} (recorded at training: "
-          f"{metadata['easyvqa_test_accuracy']:.3f} on {metadata['eval_questions']})")
-    assert report["all"] >= metadata["easyvqa_test_accuracy"] - 0.1
-    # the answers come from the image: other questions' images cost points (about 14 on 500 questions)
+    print(f"{system}: easy-VQA on {QUESTIONS} test questions (seed {SEED}) {report} (recorded at training: "
+          f"{metadata['easyvqa_test_accuracy']:.3f})")
+    assert report["all"] >= PROMISED_ACCURACY, f"{system}: {report['all']:.1%} < the README's {PROMISED_ACCURACY:.0%}"
+    # the README / model-card table prints the saved report: it must be what the shipped parts compute
+    # (1 point = 5 questions of slack: bf16 autocast on another CPU, MoTE packed here vs latent ternary there)
+    saved = json.loads(vl_cards.report_path(system).read_text())
+    assert saved["eval_questions"] == QUESTIONS
+    assert report["all"] == pytest.approx(saved["easyvqa_test_accuracy"]["all"], abs=0.01)
+    # the answers come from the image: other questions' images cost points (about 14 on these 500 questions)
     assert report["images shuffled"] <= report["all"] - 0.05
 
 

@@ -53,7 +53,7 @@ def test_router_file_errors(tmp_path):
         load_routers(tiny_xmoe(), {k: v for k, v in weights.items() if k != first})
 
 
-@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="Debian wordnet-base not installed")
+@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="Debian wordnet-base not installed: scripts/install.sh installs it when run as root")
 def test_wordnet_glosses_are_parsed():
     from benchmarks.xmoe import wordnet_glosses
 

@@ -23,8 +23,10 @@ MODEL_PACKAGES: dict[str, str] = {
     "moiie": "zoo.models.moiie",
     "mote": "zoo.models.mote",
     "moe_llava": "zoo.models.moe_llava",
-    "vl_dense": "zoo.models.moe_llava",
+    "dense_vl": "zoo.models.moe_llava",  # the dense VL baseline (zoo.multimodal's MultimodalMoeConfig)
+    "vl_dense": "zoo.models.moe_llava",  # its old spelling: saved configs still load, with a FutureWarning
     "mofme": "zoo.models.mofme",
+    "mome": "zoo.models.mome",
 }
 _AUTO_MODULE = "transformers.models.auto.configuration_auto"
 

@@ -1,27 +1,26 @@
 """MoE-LLaVA configuration (arXiv 2401.15947): copied experts, top-2 of 4, even layers, aux 0.01."""
-from __future__ import annotations
+# no `from __future__ import annotations`: @strict checks the field types, and skips annotations given as strings
+from zoo.core.validation import check_number, check_positive_int, strict_config
+from zoo.multimodal.configuration import MultimodalMoeConfig
 
-from zoo.multimodal.modeling import MultimodalMoeConfig
 
-
+@strict_config
 class MoeLlavaConfig(MultimodalMoeConfig):
     """DeepSpeed TopKGate semantics: Gumbel-sampled 2nd expert in training, capacity factor 1.5
     (2.0 at eval, min 4), GShard balance loss weighted by `router_aux_loss_coef`."""
 
     model_type = "moe_llava"
 
-    def __init__(self, num_experts: int = 4, num_experts_per_tok: int = 2, moe_layers="even",
-                 router_aux_loss_coef: float = 0.01, capacity_factor: float | None = 1.5,
-                 eval_capacity_factor: float | None = 2.0, min_capacity: int = 4, **kwargs):
-        self.capacity_factor = capacity_factor
-        self.eval_capacity_factor = eval_capacity_factor
-        self.min_capacity = min_capacity
-        super().__init__(num_experts=num_experts, num_experts_per_tok=num_experts_per_tok, moe_layers=moe_layers,
-                         router_aux_loss_coef=router_aux_loss_coef, **kwargs)
+    num_experts: int = 4
+    num_experts_per_tok: int = 2
+    moe_layers: str | list[int] | tuple[int, ...] = "even"
+    router_aux_loss_coef: float | int = 0.01
+    capacity_factor: float | int | None = 1.5
+    eval_capacity_factor: float | int | None = 2.0
+    min_capacity: int = 4
 
-    def validate_fields(self) -> None:
-        super().validate_fields()
+    def validate_architecture(self) -> None:
+        super().validate_architecture()
         for name in ("capacity_factor", "eval_capacity_factor"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0 or None (dropless), got {value}")
+            check_number(self, name, getattr(self, name), low=0, low_open=True, allow_none=True, note="(None = dropless)")
+        check_positive_int(self, min_capacity=self.min_capacity)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from zoo.multimodal.modeling import MultimodalMoeForConditionalGeneration
 from zoo.core.routing import TopKRouter
+from zoo.core.validation import check_number
 from zoo.upcycling.plan import UpcyclePlan
 
 from .configuration_moe_llava import MoeLlavaConfig
@@ -19,6 +20,8 @@ class MoeLlavaTopKRouter(TopKRouter):
     def __init__(self, hidden_size, num_experts, top_k, capacity_factor, eval_capacity_factor, min_capacity):
         super().__init__(hidden_size, num_experts, top_k, normalize=True, gumbel_second=True,
                          capacity_factor=capacity_factor, min_capacity=min_capacity)
+        check_number(self, "eval_capacity_factor", eval_capacity_factor, low=0, low_open=True, allow_none=True,
+                     note="(None = dropless)")
         self.train_capacity_factor = capacity_factor
         self.eval_capacity_factor = eval_capacity_factor
 

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from zoo.core.presets import Presets
 from zoo.multimodal.modeling import build_on_meta, parameter_counts
 
 from .configuration_moe_llava import MoeLlavaConfig
@@ -20,7 +21,8 @@ PHI2 = {"model_type": "phi", "hidden_size": 2560, "intermediate_size": 10240, "n
         "num_attention_heads": 32, "vocab_size": 51200, "hidden_act": "gelu_new", "partial_rotary_factor": 0.4,
         "tie_word_embeddings": False}
 
-PRESETS = {"phi2x4-clip336": ({"text_config": PHI2, "vision_tower": CLIP_VIT_L14_336}, 3.6e9)}
+# name -> (config fields, published activated parameters); read-only, a lookup is a copy
+PRESETS = Presets("MoE-LLaVA preset", {"phi2x4-clip336": ({"text_config": PHI2, "vision_tower": CLIP_VIT_L14_336}, 3.6e9)})
 
 
 def preset_config(name: str) -> MoeLlavaConfig:

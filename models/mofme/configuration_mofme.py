@@ -1,21 +1,26 @@
 """MoFMEConfig: the all-weather restoration network of MoFME (arXiv 2312.16610). Defaults = paper size."""
-from __future__ import annotations
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
+
+from zoo.core.validation import check_choice, check_non_negative_int, check_number, check_positive_int, strict_config
 
 MOE_TYPES = ("fme", "ffn")  # Feature-Modulated Experts, or the conventional MoE counterpart (E full FFNs)
 ROUTER_TYPES = ("uncertainty", "top_k")  # the paper's UaR, or the plain softmax(KeepTopK) router
-# name -> (lower test, upper test, interval for the message)
+POSITIVE_INTS = ("num_channels", "head_channels", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                 "num_experts", "num_experts_per_tok", "adaptor_ratio", "ffn_ratio", "uar_num_samples", "decoder_channels",
+                 "decoder_hidden_channels")
+# name -> the interval it must lie in (check_number's keywords)
 FLOAT_RANGES = {
-    "hidden_dropout": (lambda v: v >= 0, lambda v: v < 1, "[0, 1)"),
-    "uar_dropout": (lambda v: v > 0, lambda v: v < 1, "(0, 1) (MC dropout needs randomness)"),
-    "uar_ridge": (lambda v: v >= 0, lambda v: True, "[0, inf)"),
-    "uar_momentum": (lambda v: v > 0, lambda v: v <= 1, "(0, 1]"),
-    "router_aux_loss_coef": (lambda v: v >= 0, lambda v: True, "[0, inf)"),
+    "hidden_dropout": dict(low=0, high=1, high_open=True),
+    "uar_dropout": dict(low=0, high=1, low_open=True, high_open=True, note="(MC dropout needs randomness)"),
+    "uar_ridge": dict(low=0),
+    "uar_momentum": dict(low=0, high=1, low_open=True),
+    "router_aux_loss_coef": dict(low=0),
 }
 
 
-class MoFMEConfig(PretrainedConfig):
+@strict_config
+class MoFMEConfig(PreTrainedConfig):
     r"""
     Args:
         num_channels (`int`, 3): image channels in and out.
@@ -43,84 +48,47 @@ class MoFMEConfig(PretrainedConfig):
 
     model_type = "mofme"
 
-    def __init__(
-        self,
-        num_channels: int = 3,
-        head_channels: int = 32,
-        num_head_res_blocks: int = 2,
-        patch_size: int = 8,
-        hidden_size: int = 384,
-        num_hidden_layers: int = 2,
-        num_attention_heads: int = 8,
-        hidden_dropout: float = 0.1,
-        moe_type: str = "fme",
-        num_experts: int = 16,
-        num_experts_per_tok: int = 4,
-        adaptor_ratio: int = 4,
-        ffn_ratio: int = 4,
-        router_type: str = "uncertainty",
-        uar_num_samples: int = 5,
-        uar_dropout: float = 0.1,
-        uar_ridge: float = 0.1,
-        uar_momentum: float = 0.1,
-        decoder_channels: int = 128,
-        decoder_hidden_channels: int = 64,
-        residual: bool = False,
-        router_aux_loss_coef: float = 0.0,
-        dispatch_backend: str = "auto",
-        output_router_logits: bool = False,
-        **kwargs,
-    ):
-        self.num_channels = num_channels
-        self.head_channels = head_channels
-        self.num_head_res_blocks = num_head_res_blocks
-        self.patch_size = patch_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.hidden_dropout = hidden_dropout
-        self.moe_type = moe_type
-        self.num_experts = num_experts
-        self.num_experts_per_tok = num_experts_per_tok
-        self.adaptor_ratio = adaptor_ratio
-        self.ffn_ratio = ffn_ratio
-        self.router_type = router_type
-        self.uar_num_samples = uar_num_samples
-        self.uar_dropout = uar_dropout
-        self.uar_ridge = uar_ridge
-        self.uar_momentum = uar_momentum
-        self.decoder_channels = decoder_channels
-        self.decoder_hidden_channels = decoder_hidden_channels
-        self.residual = residual
-        self.router_aux_loss_coef = router_aux_loss_coef
-        self.dispatch_backend = dispatch_backend
-        self.output_router_logits = output_router_logits
-        super().__init__(**kwargs)
-        self.validate_mofme()
+    num_channels: int = 3
+    head_channels: int = 32
+    num_head_res_blocks: int = 2
+    patch_size: int = 8
+    hidden_size: int = 384
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 8
+    hidden_dropout: float | int = 0.1
+    moe_type: str = "fme"
+    num_experts: int = 16
+    num_experts_per_tok: int = 4
+    adaptor_ratio: int = 4
+    ffn_ratio: int = 4
+    router_type: str = "uncertainty"
+    uar_num_samples: int = 5
+    uar_dropout: float | int = 0.1
+    uar_ridge: float | int = 0.1
+    uar_momentum: float | int = 0.1
+    decoder_channels: int = 128
+    decoder_hidden_channels: int = 64
+    residual: bool = False
+    router_aux_loss_coef: float | int = 0.0
+    dispatch_backend: str = "auto"
+    output_router_logits: bool = False
 
-    def validate_mofme(self) -> None:
-        for name in ("num_channels", "head_channels", "patch_size", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "num_experts", "num_experts_per_tok", "adaptor_ratio", "ffn_ratio",
-                     "uar_num_samples", "decoder_channels", "decoder_hidden_channels"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"MoFMEConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.num_head_res_blocks, int) or self.num_head_res_blocks < 0:
-            raise ValueError(f"MoFMEConfig.num_head_res_blocks must be an integer >= 0, got {self.num_head_res_blocks!r}")
+    def validate_architecture(self) -> None:
+        """Part of @strict's validation (after __init__ and before save_pretrained); the types are checked by
+        the annotations above."""
+        super().validate_architecture()
+        check_positive_int(self, **{name: getattr(self, name) for name in POSITIVE_INTS})
+        check_non_negative_int(self, num_head_res_blocks=self.num_head_res_blocks)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"MoFMEConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})")
-        if self.moe_type not in MOE_TYPES:
-            raise ValueError(f"MoFMEConfig.moe_type must be one of {MOE_TYPES}, got {self.moe_type!r}")
-        if self.router_type not in ROUTER_TYPES:
-            raise ValueError(f"MoFMEConfig.router_type must be one of {ROUTER_TYPES}, got {self.router_type!r}")
+        check_choice(self, "moe_type", self.moe_type, MOE_TYPES)
+        check_choice(self, "router_type", self.router_type, ROUTER_TYPES)
         if self.num_experts_per_tok > self.num_experts:
             raise ValueError(f"MoFMEConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be <= num_experts ({self.num_experts})")
         if self.router_type == "uncertainty" and self.uar_num_samples < 2:
             raise ValueError(f"MoFMEConfig.uar_num_samples must be >= 2 for the uncertainty router, got {self.uar_num_samples}")
-        for name, (low, high, text) in FLOAT_RANGES.items():
-            value = getattr(self, name)
-            if not (low(value) and high(value)):
-                raise ValueError(f"MoFMEConfig.{name} must be in {text}, got {value!r}")
+        for name, interval in FLOAT_RANGES.items():
+            check_number(self, name, getattr(self, name), **interval)
 
 
 __all__ = ["MoFMEConfig"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from zoo.core.presets import Presets
+
 from .configuration_mofme import MoFMEConfig
 
 PAPER_EXPERTS = (4, 8, 16)
@@ -15,17 +17,18 @@ def paper_config(num_experts: int = 16, top_k: int = 4, moe_type: str = "fme", *
     return MoFMEConfig(num_experts=num_experts, num_experts_per_tok=top_k, moe_type=moe_type, **overrides)
 
 
-PRESETS: dict[str, MoFMEConfig] = {
-    f"paper-{kind}-e{e}-k{k}": paper_config(e, k, kind)
-    for kind in ("fme", "ffn") for e in PAPER_EXPERTS for k in PAPER_TOP_K
-}
-
 # CPU-trainable in minutes: D = 96, 4 experts top-2, 64 x 64 crops, residual output.
 TINY = dict(head_channels=16, num_head_res_blocks=2, hidden_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_experts=4, num_experts_per_tok=2, decoder_channels=16, decoder_hidden_channels=16, residual=True,
             hidden_dropout=0.0)
-PRESETS["tiny-fme"] = MoFMEConfig(moe_type="fme", **TINY)
-PRESETS["tiny-ffn"] = MoFMEConfig(moe_type="ffn", **TINY)
+
+# read-only; a lookup is a copy of the config, so editing it never changes the preset
+PRESETS: Presets[MoFMEConfig] = Presets("MoFME preset", {
+    **{f"paper-{kind}-e{e}-k{k}": paper_config(e, k, kind)
+       for kind in ("fme", "ffn") for e in PAPER_EXPERTS for k in PAPER_TOP_K},
+    "tiny-fme": MoFMEConfig(moe_type="fme", **TINY),
+    "tiny-ffn": MoFMEConfig(moe_type="ffn", **TINY),
+})
 
 
 def build_on_meta(config: MoFMEConfig):

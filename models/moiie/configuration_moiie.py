@@ -1,7 +1,7 @@
 """MoIIE configuration: modality-guided routing over intra-vision / shared inter-modality / intra-text experts."""
-from __future__ import annotations
-
-from zoo.multimodal.modeling import MultimodalMoeConfig
+# no `from __future__ import annotations`: @strict checks the field types, and skips annotations given as strings
+from zoo.core.validation import check_non_negative, check_number, strict_config
+from zoo.multimodal.configuration import MultimodalMoeConfig
 
 
 def expert_groups(num_experts: int) -> dict[str, list[int]]:
@@ -11,12 +11,14 @@ def expert_groups(num_experts: int) -> dict[str, list[int]]:
     E each modality keeps floor(E/4) (at least 1) and the rest is shared. The released code's fixed
     text offset of +1 is right only for E = 4; here the text experts are always the last ones."""
     if num_experts < 4 or num_experts % 2:
-        raise ValueError(f"num_experts must be an even number >= 4 for MoIIE, got {num_experts}")
+        raise ValueError(f"MoiieConfig.num_experts must be an even number >= 4 for MoIIE's default split "
+                         f"(or give expert_groups), got {num_experts}")
     own = max(1, num_experts // 4)
     return {"image": list(range(own)), "shared": list(range(own, num_experts - own)),
             "text": list(range(num_experts - own, num_experts))}
 
 
+@strict_config
 class MoiieConfig(MultimodalMoeConfig):
     """Defaults = the paper: 4 experts, top-2 renormalised, MoE on odd layers, 0.001 per router loss.
 
@@ -26,41 +28,38 @@ class MoiieConfig(MultimodalMoeConfig):
 
     model_type = "moiie"
 
-    def __init__(self, num_experts: int = 4, num_experts_per_tok: int = 2, moe_layers="odd",
-                 expert_groups: dict | None = None, vis_router_aux_loss_coef: float = 0.001,
-                 lan_router_aux_loss_coef: float = 0.001, router_jitter_noise: float = 0.0, **kwargs):
-        self.expert_groups = expert_groups
-        self.vis_router_aux_loss_coef = vis_router_aux_loss_coef
-        self.lan_router_aux_loss_coef = lan_router_aux_loss_coef
-        self.router_jitter_noise = router_jitter_noise
-        super().__init__(num_experts=num_experts, num_experts_per_tok=num_experts_per_tok, moe_layers=moe_layers, **kwargs)
+    num_experts: int = 4
+    num_experts_per_tok: int = 2
+    moe_layers: str | list[int] | tuple[int, ...] = "odd"
+    expert_groups: dict | None = None
+    vis_router_aux_loss_coef: float | int = 0.001
+    lan_router_aux_loss_coef: float | int = 0.001
+    router_jitter_noise: float | int = 0.0
 
-    def validate_fields(self) -> None:
-        super().validate_fields()
+    def validate_architecture(self) -> None:
+        super().validate_architecture()
+        check_non_negative(self, vis_router_aux_loss_coef=self.vis_router_aux_loss_coef,
+                           lan_router_aux_loss_coef=self.lan_router_aux_loss_coef)
+        check_number(self, "router_jitter_noise", self.router_jitter_noise, low=0, high=1, high_open=True)
         groups = self.resolved_expert_groups()
         if set(groups) != {"image", "shared", "text"}:
-            raise ValueError(f"expert_groups must have exactly the keys image, shared, text; got {sorted(groups)}")
+            raise ValueError(f"MoiieConfig.expert_groups must have exactly the keys image, shared, text; got {sorted(groups)}")
         owner: dict[int, str] = {}
         for name, experts in groups.items():
             for e in experts:
-                if not isinstance(e, int) or not 0 <= e < self.num_experts:
-                    raise ValueError(f"expert_groups[{name!r}] has {e!r}, outside [0, num_experts={self.num_experts})")
+                if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e < self.num_experts:
+                    raise ValueError(f"MoiieConfig.expert_groups[{name!r}] has {e!r}, outside [0, num_experts={self.num_experts})")
                 if e in owner:
-                    raise ValueError(f"expert_groups: expert {e} is in both {owner[e]!r} and {name!r}")
+                    raise ValueError(f"MoiieConfig.expert_groups: expert {e} is in both {owner[e]!r} and {name!r}")
                 owner[e] = name
         missing = sorted(set(range(self.num_experts)) - set(owner))
         if missing:
-            raise ValueError(f"expert_groups: experts {missing} belong to no group")
+            raise ValueError(f"MoiieConfig.expert_groups: experts {missing} belong to no group")
         for modality in ("image", "text"):
             reachable = len(groups[modality]) + len(groups["shared"])
             if reachable < self.num_experts_per_tok:
-                raise ValueError(f"expert_groups: {modality} tokens reach {reachable} experts < num_experts_per_tok "
+                raise ValueError(f"MoiieConfig.expert_groups: {modality} tokens reach {reachable} experts < num_experts_per_tok "
                                  f"({self.num_experts_per_tok})")
-        for name in ("vis_router_aux_loss_coef", "lan_router_aux_loss_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.router_jitter_noise < 1:
-            raise ValueError(f"router_jitter_noise must be in [0, 1), got {self.router_jitter_noise}")
 
     def resolved_expert_groups(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self.expert_groups.items()} if self.expert_groups else expert_groups(self.num_experts)

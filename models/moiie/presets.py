@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from zoo.core.presets import Presets
 from zoo.multimodal.modeling import build_on_meta, parameter_counts
 
 from .configuration_moiie import MoiieConfig
@@ -23,10 +24,11 @@ LLAMA3_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14
              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "rope_theta": 500000.0,
              "hidden_act": "silu", "tie_word_embeddings": False}
 
-PRESETS = {
+# name -> (config fields, published activated parameters); read-only, a lookup is a copy
+PRESETS = Presets("MoIIE preset", {
     "phi3-mini-siglip": ({"text_config": PHI3_MINI, "vision_tower": SIGLIP_SO400M_384}, 5.5e9),
     "llama3-8b-siglip": ({"text_config": LLAMA3_8B, "vision_tower": SIGLIP_SO400M_384}, 11.3e9),
-}
+})
 
 
 def preset_config(name: str) -> MoiieConfig:

@@ -1,15 +1,14 @@
 """UpcycledMoeConfig: a dense decoder's config plus the plan that turned its FFNs into MoE layers."""
-from __future__ import annotations
-
-from huggingface_hub.dataclasses import strict
+# no `from __future__ import annotations`: @strict checks the field types, and skips annotations given as strings
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ...core.validation import check_non_negative, strict_config
 from ...upcycling.ffn_adapters import ARCHITECTURES
 from ...upcycling.plan import UpcyclePlan
 
 
-@strict
+@strict_config
 class UpcycledMoeConfig(PreTrainedConfig):
     r"""
     Configuration of [`UpcycledMoeForCausalLM`]: the dense base model's own config (`text_config`, any
@@ -39,18 +38,14 @@ class UpcycledMoeConfig(PreTrainedConfig):
 
     text_config: dict | PreTrainedConfig | None = None
     plan: dict | UpcyclePlan | None = None
-    router_aux_loss_coef: float | None = None
-    router_z_loss_coef: float | None = None
+    router_aux_loss_coef: float | int | None = None
+    router_z_loss_coef: float | int | None = None
     output_router_logits: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.text_config.model_type not in ARCHITECTURES:
-            raise ValueError(
-                f"UpcycledMoeConfig.text_config: architecture {self.text_config.model_type!r} cannot be upcycled; "
-                f"supported: {sorted(ARCHITECTURES)}"
-            )
+        self.validate_text_config()  # before the plan is read: a wrong architecture is the first thing to report
         if self.plan is None:
             plan = UpcyclePlan()
         elif isinstance(self.plan, UpcyclePlan):
@@ -62,11 +57,21 @@ class UpcycledMoeConfig(PreTrainedConfig):
             self.router_aux_loss_coef = plan.router_aux_loss_coef
         if self.router_z_loss_coef is None:
             self.router_z_loss_coef = plan.router_z_loss_coef
-        for name in ("router_aux_loss_coef", "router_z_loss_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"UpcycledMoeConfig.{name} must be >= 0, got {getattr(self, name)}")
         # the decoder's embeddings are tied (or not) by the base model itself
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    def validate_text_config(self) -> None:
+        if self.text_config.model_type not in ARCHITECTURES:
+            raise ValueError(
+                f"{type(self).__name__}.text_config: architecture {self.text_config.model_type!r} cannot be upcycled; "
+                f"supported: {sorted(ARCHITECTURES)}"
+            )
+
+    def validate_architecture(self) -> None:
+        """Part of @strict's validation (after __init__ and before save_pretrained); the plan was checked
+        field by field when it became an UpcyclePlan, the types by the annotations."""
+        super().validate_architecture()
+        check_non_negative(self, router_aux_loss_coef=self.router_aux_loss_coef, router_z_loss_coef=self.router_z_loss_coef)
 
     @property
     def upcycle_plan(self) -> UpcyclePlan:

@@ -99,7 +99,7 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,  # [B, S]
         use_cache: bool | None = None,
         output_router_logits: bool | None = None,
-        modality_ids: torch.LongTensor | None = None,  # [B, S] zoo.MODALITY_IDS per token; None = all text
+        modality_ids: torch.LongTensor | None = None,  # [B, S] zoo.MODALITY_IDS per token (modality router)
         expert_mask: torch.Tensor | None = None,  # [E], [B, E] or [B, S, E]: bool allowed / float bias
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -110,7 +110,11 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
             raise ValueError("pass input_ids or inputs_embeds")
         tokens = tuple(reference.shape[:2])  # [B, S]
         if modality_ids is None and self.config.upcycle_plan.router == "modality":
-            modality_ids = torch.zeros(tokens, dtype=torch.long, device=reference.device)  # all text
+            raise ValueError(
+                f"{type(self).__name__}: this model's MoE layers use a modality router (UpcyclePlan router='modality'), "
+                f"so pass modality_ids [B, S] = {tokens} (zoo.MODALITY_IDS per token; all zeros = all text) to "
+                "forward() and to generate()"
+            )
         if modality_ids is not None and tuple(modality_ids.shape) != tokens:
             raise ValueError(f"modality_ids must have shape {tokens} like the inputs, got {tuple(modality_ids.shape)}")
         padding_mask = None

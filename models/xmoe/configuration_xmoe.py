@@ -1,13 +1,11 @@
 """XMoEConfig: an upcycled decoder whose plan defaults to the zoo's "xmoe" preset."""
-from __future__ import annotations
-
-from huggingface_hub.dataclasses import strict
-
+# no `from __future__ import annotations`: @strict checks the field types, and skips annotations given as strings
+from ...core.validation import strict_config
 from ...upcycling.plan import PLANS
 from ..upcycled.configuration_upcycled_moe import UpcycledMoeConfig
 
 
-@strict
+@strict_config
 class XMoEConfig(UpcycledMoeConfig):
     r"""
     XMoE (Yang et al., arXiv 2403.18926, "Sparse Models with Fine-grained and Adaptive Expert
@@ -21,8 +19,11 @@ class XMoEConfig(UpcycledMoeConfig):
 
     def __post_init__(self, **kwargs):
         if self.plan is None:
-            self.plan = PLANS["xmoe"]
+            self.plan = PLANS["xmoe"]  # a copy of the preset
         super().__post_init__(**kwargs)
+
+    def validate_architecture(self) -> None:
+        super().validate_architecture()
         if self.plan["router"] != "threshold":
             raise ValueError(f"XMoEConfig.plan must use router='threshold' (XMoE's routing), got {self.plan['router']!r}")
 

@@ -9,13 +9,17 @@ from .losses import load_balancing_loss, router_z_loss
 from .modalities import MODALITY_IDS, MODALITY_NAMES
 from .modality_router import ModalityRouter
 from .moe import MoEBlock
+from .presets import Presets
 from .routing import Router, RoutingResult, ThresholdRouter, TopKRouter
 from .uncertainty_router import UncertaintyAwareRouter
-from .validation import check_positive
+from .validation import (FieldTypeError, check_bool, check_choice, check_non_negative, check_non_negative_int,
+                         check_number, check_positive_int, renamed, strict_config)
 
 __all__ = [
-    "GROUPED_LINEAR_BACKENDS", "MODALITY_IDS", "MODALITY_NAMES", "ExpertBank", "ExpertGroups", "GLUExperts", "GatedMLP",
-    "MLPExperts", "ModalityRouter", "MoEBlock", "Router", "RoutingContext", "RoutingInputs", "RoutingResult",
-    "SharedExperts", "ThresholdRouter", "TopKRouter", "UncertaintyAwareRouter", "check_positive", "dispatch",
-    "eager_grouped_linear", "load_balancing_loss", "register_backend", "router_z_loss",
+    "GROUPED_LINEAR_BACKENDS", "MODALITY_IDS", "MODALITY_NAMES", "ExpertBank", "ExpertGroups", "FieldTypeError",
+    "GLUExperts", "GatedMLP", "MLPExperts", "MoEBlock", "ModalityRouter", "Presets", "Router", "RoutingContext",
+    "RoutingInputs", "RoutingResult", "SharedExperts", "ThresholdRouter", "TopKRouter", "UncertaintyAwareRouter",
+    "check_bool", "check_choice", "check_non_negative", "check_non_negative_int", "check_number", "check_positive_int",
+    "dispatch", "eager_grouped_linear", "load_balancing_loss", "register_backend", "renamed", "router_z_loss",
+    "strict_config",
 ]

@@ -71,11 +71,11 @@ class RoutingContext:
             self.reset(token)
 
     def record(self, layer: nn.Module, result: RoutingResult) -> None:
-        results = self._results.get()
-        if results is None:  # first call in this thread / task without `set`: a record of its own
-            results = {}
-            self._results.set(results)
+        # a new dict, never written in place: a context copied from the caller's (asyncio tasks,
+        # asyncio.to_thread, anyio worker threads) starts with the caller's dict, shared by every copy
+        results = dict(self._results.get() or {})
         results[layer] = result
+        self._results.set(results)
 
     def result(self, layer: nn.Module) -> RoutingResult | None:
         return (self._results.get() or {}).get(layer)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .validation import check_positive
+from .validation import check_bool, check_positive_int
 
 
 def activation(name: str) -> nn.Module:
@@ -27,7 +27,7 @@ class ExpertBank(nn.Module):
 
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int):
         super().__init__()
-        check_positive(num_experts=num_experts, hidden_size=hidden_size, intermediate_size=intermediate_size)
+        check_positive_int(self, num_experts=num_experts, hidden_size=hidden_size, intermediate_size=intermediate_size)
         self.num_experts = num_experts
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -57,7 +57,7 @@ class GLUExperts(ExpertBank):
 
 
 class MLPExperts(ExpertBank):
-    """Plain two-layer experts with biases (GPT-2 / Phi / XMoE style):
+    """Plain two-layer experts with biases (GPT-2 / Phi style; also fine-grained split experts):
     up_proj [E, I, H] + up_proj_bias [E, I], down_proj [E, H, I] + down_proj_bias [E, H].
 
         y_e(x) = down_e( act(up_e x + b_up) ) + b_down
@@ -65,6 +65,7 @@ class MLPExperts(ExpertBank):
 
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, act: str = "gelu", bias: bool = True):
         super().__init__(num_experts, hidden_size, intermediate_size)
+        check_bool(self, bias=bias)
         self.up_proj = nn.Parameter(torch.empty(num_experts, intermediate_size, hidden_size))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
         self.up_proj_bias = nn.Parameter(torch.zeros(num_experts, intermediate_size)) if bias else None
@@ -83,7 +84,7 @@ class GatedMLP(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, act: str = "silu"):
         super().__init__()
-        check_positive(hidden_size=hidden_size, intermediate_size=intermediate_size)
+        check_positive_int(self, hidden_size=hidden_size, intermediate_size=intermediate_size)
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
@@ -94,7 +95,7 @@ class GatedMLP(nn.Module):
 
 
 class SharedExperts(nn.Module):
-    """Always-on experts (DeepSeekMoE, Qwen2-MoE, MoTE's frozen dense FFN, MoME's shared adapter):
+    """Always-on experts (DeepSeekMoE, Qwen2-MoE, a frozen dense FFN kept next to routed experts):
     every token goes through `ffn`; with `gated`, the output is scaled by sigmoid(w·x) (Qwen2-MoE).
 
     Pass `ffn` to wrap an existing dense FFN (its weights are used as they are)."""
@@ -102,10 +103,11 @@ class SharedExperts(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int | None = None, act: str = "silu",
                  gated: bool = False, ffn: nn.Module | None = None):
         super().__init__()
-        check_positive(hidden_size=hidden_size)
+        check_positive_int(self, hidden_size=hidden_size)
+        check_bool(self, gated=gated)
         if ffn is None:
             if intermediate_size is None:
-                raise ValueError("SharedExperts needs intermediate_size when no ffn module is given")
+                raise ValueError("SharedExperts.intermediate_size is needed when no ffn module is given")
             ffn = GatedMLP(hidden_size, intermediate_size, act)
         self.ffn = ffn
         self.gate = nn.Linear(hidden_size, 1, bias=False) if gated else None

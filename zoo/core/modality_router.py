@@ -11,17 +11,17 @@ from torch.nn import functional as F
 from .losses import load_balancing_loss, router_z_loss
 from .modalities import MODALITY_IDS
 from .routing import Router, top_k_selection
-from .validation import check_positive
+from .validation import check_bool, check_positive_int
 
 
 class ModalityRouter(Router):
-    """Modality-guided routing (MoIIE intra/inter-modality experts, MoMa groups).
+    """Modality-guided routing (intra-/inter-modality experts, MoMa-style groups).
 
     Each modality has its own gate over its own experts plus a shared pool that every modality can
     reach; a token is routed by the gate of its modality (top-k, optionally renormalised). One
     balance loss per modality gate over its own tokens and experts; `load_balance` is their sum.
 
-        modality_experts = {"image": [0], "text": [3]}, shared_experts = [1, 2]   # MoIIE, E = 4
+        modality_experts = {"image": [0], "text": [3]}, shared_experts = [1, 2]   # E = 4
     """
 
     has_shared_gate = False
@@ -39,7 +39,8 @@ class ModalityRouter(Router):
         min_capacity: int = 4,
     ):
         super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
-        check_positive(top_k=top_k)
+        check_positive_int(self, top_k=top_k)
+        check_bool(self, normalize=normalize)
         if not modality_experts:
             raise ValueError("modality_experts must name at least one modality")
         shared = sorted(set(shared_experts))

@@ -81,7 +81,7 @@ class MoEBlock(nn.Module):
         if mask is None or mask.dim() == 1:
             return mask
         num_experts = self.router.num_experts
-        if len(tokens) == 2 and mask.shape == (tokens[0], num_experts):  # one choice per sample (MoVA)
+        if len(tokens) == 2 and mask.shape == (tokens[0], num_experts):  # one choice per sample (experts picked per request)
             mask = mask[:, None, :].expand(*tokens, num_experts)
         if mask.shape[:-1] != tokens and mask.shape[:-1] != (tokens.numel(),):
             raise ValueError(

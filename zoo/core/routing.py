@@ -3,7 +3,7 @@
 Every router follows the same four steps, all in fp32:
 
     logits  = router_logits(hidden)            [T, E]   (a linear gate, or one gate per modality)
-    logits += external mask / bias             [T, E]   (MoVA: experts chosen elsewhere; -inf = forbidden)
+    logits += external mask / bias             [T, E]   (experts chosen elsewhere, e.g. by the LLM; -inf = forbidden)
     probs   = softmax(logits)                  [T, E]
     indices, weights, mask = select(probs)     [T, k]   (top-k, or cumulative threshold: variable k)
     mask   &= capacity(rank priority)          [T, k]   (optional; dropped slots are counted)
@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .losses import load_balancing_loss, router_z_loss
-from .validation import check_positive
+from .validation import check_bool, check_number, check_positive_int
 
 @dataclass
 class RoutingResult:
@@ -92,7 +92,7 @@ def top_k_selection(
     normalize: bool,
     gumbel_second: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Softmax top-k. With `gumbel_second` (DeepSpeed/MoE-LLaVA top-2) the 1st expert is the argmax
+    """Softmax top-k. With `gumbel_second` (DeepSpeed's top-2 gate) the 1st expert is the argmax
     and the others are the top of (logits + Gumbel noise) among the rest; weights stay the clean
     probabilities either way."""
     ranking = probs
@@ -156,11 +156,9 @@ class Router(nn.Module):
         min_capacity: int = 4,
     ):
         super().__init__()
-        check_positive(hidden_size=hidden_size, num_experts=num_experts, min_capacity=min_capacity)
-        if jitter < 0 or jitter >= 1:
-            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
-        if capacity_factor is not None and capacity_factor <= 0:
-            raise ValueError(f"capacity_factor must be > 0 or None (dropless), got {capacity_factor}")
+        check_positive_int(self, hidden_size=hidden_size, num_experts=num_experts, min_capacity=min_capacity)
+        check_number(self, "jitter", jitter, low=0, high=1, high_open=True)
+        check_number(self, "capacity_factor", capacity_factor, low=0, low_open=True, allow_none=True, note="(None = dropless)")
         self.hidden_size = hidden_size
         self.num_experts = num_experts
         self.jitter = jitter
@@ -224,7 +222,7 @@ class Router(nn.Module):
 
 
 class TopKRouter(Router):
-    """softmax -> top-k -> optional renormalisation (Mixtral, MoE-LLaVA, Uni-MoE, MoIIE).
+    """softmax -> top-k -> optional renormalisation (Mixtral, DeepSpeed-MoE and most upcycled MoEs).
     `normalize=False` keeps the raw probabilities (Qwen3-MoE with norm_topk_prob=False, OLMoE)."""
 
     def __init__(
@@ -239,9 +237,10 @@ class TopKRouter(Router):
         min_capacity: int = 4,
     ):
         super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
-        check_positive(top_k=top_k)
+        check_positive_int(self, top_k=top_k)
+        check_bool(self, normalize=normalize, gumbel_second=gumbel_second)
         if top_k > num_experts:
-            raise ValueError(f"top_k ({top_k}) must be <= num_experts ({num_experts})")
+            raise ValueError(f"{type(self).__name__}.top_k ({top_k}) must be <= num_experts ({num_experts})")
         self.top_k = top_k
         self.normalize = normalize
         self.gumbel_second = gumbel_second
@@ -255,10 +254,10 @@ class TopKRouter(Router):
 
 
 class ThresholdRouter(Router):
-    """XMoE threshold routing: sort the probabilities; take the j-th expert iff the mass of the
+    """Threshold routing (arXiv 2403.18926): sort the probabilities; take the j-th expert iff the mass of the
     experts ranked before it is < threshold (so at least one; k varies per token). Weights are the
-    raw probabilities (no renormalisation). Capacity (XMoE: factor 8 for LMs) drops by rank priority.
-    The balance loss counts each token's top-1 choice, as in XMoE."""
+    raw probabilities (no renormalisation). Capacity (factor 8 for LMs in that paper) drops by rank priority.
+    The balance loss counts each token's top-1 choice, as that paper does."""
 
     def __init__(
         self,
@@ -271,12 +270,10 @@ class ThresholdRouter(Router):
         jitter: float = 0.0,
     ):
         super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        if max_k is not None:
-            check_positive(max_k=max_k)
-            if max_k > num_experts:
-                raise ValueError(f"max_k ({max_k}) must be <= num_experts ({num_experts})")
+        check_number(self, "threshold", threshold, low=0, high=1, low_open=True)
+        check_positive_int(self, allow_none=True, max_k=max_k)
+        if max_k is not None and max_k > num_experts:
+            raise ValueError(f"{type(self).__name__}.max_k ({max_k}) must be <= num_experts ({num_experts})")
         self.threshold = threshold
         self.max_k = max_k
 

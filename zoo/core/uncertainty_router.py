@@ -1,4 +1,4 @@
-"""Uncertainty-aware Router (UaR, MoFME arXiv 2312.16610), implemented from the paper's formula.
+"""Uncertainty-aware Router (UaR, arXiv 2312.16610), implemented from the paper's formula.
 
 The paper: an MC-dropout "router ensemble" of M passes gives the mean mu and covariance Sigma of
 the routing scores, and the calibrated routing weights are
@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .routing import TopKRouter
-from .validation import check_positive
+from .validation import check_non_negative_int, check_number, check_positive_int
 
 
 def ensemble_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,15 +84,13 @@ class UncertaintyAwareRouter(TopKRouter):
     ):
         super().__init__(hidden_size, num_experts, top_k, normalize=True, jitter=jitter,
                          capacity_factor=capacity_factor, min_capacity=min_capacity)
-        check_positive(num_samples=num_samples)
+        check_positive_int(self, num_samples=num_samples)
+        check_non_negative_int(self, eval_seed=eval_seed)
         if num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2 (a covariance needs two samples), got {num_samples}")
-        if not 0.0 < dropout < 1.0:
-            raise ValueError(f"dropout must be in (0, 1) (MC dropout needs randomness), got {dropout}")
-        if ridge < 0:
-            raise ValueError(f"ridge must be >= 0, got {ridge}")
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+            raise ValueError(f"{type(self).__name__}.num_samples must be >= 2 (a covariance needs two samples), got {num_samples}")
+        check_number(self, "dropout", dropout, low=0, high=1, low_open=True, high_open=True, note="(MC dropout needs randomness)")
+        check_number(self, "ridge", ridge, low=0)
+        check_number(self, "momentum", momentum, low=0, high=1, low_open=True)
         self.num_samples = num_samples
         self.dropout = dropout
         self.ridge = ridge

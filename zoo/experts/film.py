@@ -23,6 +23,7 @@ from torch import nn
 from ..core.dispatch import dispatch
 from ..core.expert_banks import ExpertBank
 from ..core.routing import Router, RoutingResult
+from ..core.validation import check_number, check_positive_int
 
 
 class FiLMExperts(ExpertBank):
@@ -57,6 +58,8 @@ class FeatureModulatedExperts(nn.Module):
     def __init__(self, router: Router, hidden_size: int, adaptor_ratio: int = 4, dropout: float = 0.0,
                  dispatch_backend: str = "auto"):
         super().__init__()
+        check_positive_int(self, hidden_size=hidden_size, adaptor_ratio=adaptor_ratio)
+        check_number(self, "dropout", dropout, low=0, high=1, high_open=True)
         if router.hidden_size != hidden_size:
             raise ValueError(f"router hidden_size ({router.hidden_size}) != FME hidden_size ({hidden_size})")
         self.hidden_size = hidden_size

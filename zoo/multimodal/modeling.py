@@ -20,82 +20,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..core.modalities import MODALITY_IDS
+from ..core.modality_router import ModalityRouter
 from ..core.routing import RoutingResult
 from ..upcycling.layer import UpcycledFFN
 from ..upcycling.plan import UpcyclePlan
 from ..upcycling.sparse_upcycling import upcycle
+from .configuration import DEFAULT_VISION_TOWER, MultimodalMoeConfig, resolve_layers
 from .connectors import Connector
 from .processing import splice_image_features
 from .vision_towers import build_vision_tower
 
-DEFAULT_VISION_TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 128, "feature_layer": -1,
-                        "weights": "mobilenet_v2"}
-
-
-def resolve_layers(spec, num_layers: int) -> list[int]:
-    """'all' | 'odd' | 'even' | 'none' | list of indices -> sorted layer indices."""
-    named = {"all": range(num_layers), "odd": range(1, num_layers, 2), "even": range(0, num_layers, 2), "none": ()}
-    if isinstance(spec, str):
-        if spec not in named:
-            raise ValueError(f"moe_layers must be one of {sorted(named)} or a list of layer indices, got {spec!r}")
-        return list(named[spec])
-    layers = sorted(set(int(i) for i in spec))
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad:
-        raise ValueError(f"moe_layers {bad} outside the {num_layers} decoder layers")
-    return layers
-
-
-class MultimodalMoeConfig(PretrainedConfig):
-    """Shared fields. `moe_layers` names which decoder FFNs become MoE blocks; `expert_lora_rank`
-    None copies the dense FFN into every expert, an int trains per-expert LoRA deltas over it."""
-
-    model_type = "vl_dense"
-    sub_configs = {"text_config": AutoConfig}
-
-    def __init__(self, text_config=None, vision_tower=None, projector_type: str = "mlp2x_gelu",
-                 image_token_budget: int | None = None, image_token_id: int | None = None,
-                 moe_layers="odd", num_experts: int = 1, num_experts_per_tok: int = 1,
-                 expert_lora_rank: int | None = None, router_aux_loss_coef: float = 0.0, **kwargs):
-        if isinstance(text_config, dict):
-            text_config = AutoConfig.for_model(**text_config)
-        if text_config is None:
-            text_config = AutoConfig.for_model("llama")
-        self.text_config = text_config
-        self.vision_tower = dict(vision_tower or DEFAULT_VISION_TOWER)
-        self.projector_type = projector_type
-        self.image_token_budget = image_token_budget
-        self.image_token_id = image_token_id
-        self.moe_layers = moe_layers
-        self.num_experts = num_experts
-        self.num_experts_per_tok = num_experts_per_tok
-        self.expert_lora_rank = expert_lora_rank
-        self.router_aux_loss_coef = router_aux_loss_coef
-        super().__init__(**kwargs)
-        self.validate_fields()
-
-    def validate_fields(self) -> None:
-        for name in ("num_experts", "num_experts_per_tok"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_experts_per_tok > self.num_experts:
-            raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) > num_experts ({self.num_experts})")
-        if self.expert_lora_rank is not None and (not isinstance(self.expert_lora_rank, int) or self.expert_lora_rank <= 0):
-            raise ValueError(f"expert_lora_rank must be a positive integer or None, got {self.expert_lora_rank!r}")
-        if self.router_aux_loss_coef < 0:
-            raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef}")
-        if "kind" not in self.vision_tower:
-            raise ValueError(f"vision_tower must be a spec dict with a 'kind', got {self.vision_tower!r}")
-        resolve_layers(self.moe_layers, self.text_config.num_hidden_layers)
-
-    @property
-    def num_hidden_layers(self) -> int:  # generate() reads it
-        return self.text_config.num_hidden_layers
+__all__ = ["DEFAULT_VISION_TOWER", "MultimodalMoeConfig", "MultimodalMoeForConditionalGeneration", "MultimodalMoeOutput",
+           "build_on_meta", "parameter_counts", "resolve_layers"]
 
 
 @dataclass
@@ -207,8 +147,13 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 raise ValueError("pass input_ids (with pixel_values for the image placeholders) or inputs_embeds")
             inputs_embeds, modality_ids = self.embed(input_ids, pixel_values)  # [B, S, H], [B, S]
         elif modality_ids is None:
+            if any(isinstance(ffn.moe.router, ModalityRouter) for ffn in self.moe_feed_forwards()):
+                raise ValueError(
+                    f"{type(self).__name__}: inputs_embeds without modality_ids, but this model's MoE layers use a "
+                    f"modality router: pass modality_ids [B, S] = {tuple(inputs_embeds.shape[:2])} (zoo.MODALITY_IDS "
+                    "per token) with inputs_embeds, or input_ids (+ pixel_values), from which they follow")
             modality_ids = torch.full(inputs_embeds.shape[:2], MODALITY_IDS["text"], dtype=torch.long,
-                                      device=inputs_embeds.device)
+                                      device=inputs_embeds.device)  # dense / top-k layers: all text
         if use_cache is None and labels is not None:
             use_cache = False  # a training / scoring forward keeps no KV cache
         padding_mask = None
@@ -238,28 +183,6 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, past_key_values=outputs.past_key_values, aux_loss=aux_loss,
             modality_ids=modality_ids, router_logits=tuple(r.logits for r in routings) if output_router_logits else None,
         )
-
-    # -- inference helper for the gallery ------------------------------------------------------------------
-    @torch.no_grad()
-    def greedy_answer(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, stop_ids, max_new_tokens: int = 8):
-        """One sample [1, L], KV-cached greedy decoding until a stop id
-        -> (new token ids, per MoE layer: (routing of the prompt, its modality ids [L]))."""
-        if input_ids.shape[0] != 1:
-            raise ValueError(f"greedy_answer takes one sample (input_ids [1, L]), got batch {input_ids.shape[0]}; "
-                             "use generate() for batches")
-        out = self(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, logits_to_keep=1)
-        prompt_routing = [(f.last_routing, out.modality_ids.reshape(-1)) for f in self.moe_feed_forwards()]
-        new_ids = []
-        for _ in range(max_new_tokens):
-            token = int(out.logits[0, -1].argmax())
-            if token in stop_ids:
-                break
-            new_ids.append(token)
-            if len(new_ids) == max_new_tokens:
-                break
-            out = self(input_ids=input_ids.new_tensor([[token]]), past_key_values=out.past_key_values, use_cache=True,
-                       logits_to_keep=1)
-        return new_ids, prompt_routing
 
 
 def parameter_counts(model: MultimodalMoeForConditionalGeneration) -> dict[str, int]:

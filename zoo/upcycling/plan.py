@@ -2,11 +2,13 @@
 and the named plans (`PLANS`) that the CLI, the configs and the model cards use."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 
 from ..core.modalities import MODALITY_IDS
+from ..core.presets import Presets
+from ..core.validation import (FieldTypeError, check_bool, check_choice, check_non_negative, check_non_negative_int,
+                               check_number, check_positive_int, field_name)
 from ..experts.registry import EXPERT_KINDS
 
 ROUTER_KINDS = ("top_k", "threshold", "modality")
@@ -16,11 +18,21 @@ SHARED_FFN_CHOICES = (None, "dense")
 ROUTER_INITS = ("normal", "zeros")
 
 
+def expert_indices(owner, name: str, experts) -> list[int]:
+    """A list (or tuple) of expert indices, each an int >= 0 -> a list of ints."""
+    if not isinstance(experts, (list, tuple)):
+        raise FieldTypeError(f"{field_name(owner, name)} must be a list of expert indices, got {experts!r}")
+    for i, e in enumerate(experts):
+        check_non_negative_int(owner, **{f"{name}[{i}]": e})
+    return [int(e) for e in experts]
+
+
 # -- the plan ------------------------------------------------------------------------------------
 @dataclass
 class UpcyclePlan:
-    """How to turn a dense decoder into an MoE. Every field is validated on construction
-    (ValueError naming the field); `to_dict` / `from_dict` round-trip through JSON (model configs)."""
+    """How to turn a dense decoder into an MoE. Every field is validated on construction with the
+    zoo's field checks (zoo.core.validation: ValueError naming `UpcyclePlan.<field>`, FieldTypeError
+    for a value of the wrong type); `to_dict` / `from_dict` round-trip through JSON (model configs)."""
 
     num_experts: int = 4
     num_experts_per_tok: int = 2  # top_k and modality routers
@@ -53,62 +65,54 @@ class UpcyclePlan:
     seed: int | None = None  # torch.manual_seed before upcycling (router init and init noise)
 
     def __post_init__(self):
-        def positive_int(name, value):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"UpcyclePlan.{name} must be a positive integer, got {value!r}")
-
-        positive_int("num_experts", self.num_experts)
-        positive_int("num_experts_per_tok", self.num_experts_per_tok)
-        positive_int("min_capacity", self.min_capacity)
-        if self.router not in ROUTER_KINDS:
-            raise ValueError(f"UpcyclePlan.router must be one of {ROUTER_KINDS}, got {self.router!r}")
+        check_positive_int(self, num_experts=self.num_experts, num_experts_per_tok=self.num_experts_per_tok,
+                           min_capacity=self.min_capacity)
+        check_choice(self, "router", self.router, ROUTER_KINDS)
+        check_bool(self, normalize=self.normalize, gumbel_second=self.gumbel_second, shared_ffn_gate=self.shared_ffn_gate)
         if self.router != "threshold" and self.num_experts_per_tok > self.num_experts:
             raise ValueError(f"UpcyclePlan.num_experts_per_tok ({self.num_experts_per_tok}) must be <= num_experts ({self.num_experts})")
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"UpcyclePlan.threshold must be in (0, 1], got {self.threshold}")
-        if self.max_k is not None:
-            positive_int("max_k", self.max_k)
-            if self.max_k > self.num_experts:
-                raise ValueError(f"UpcyclePlan.max_k ({self.max_k}) must be <= num_experts ({self.num_experts})")
-        if not 0.0 <= self.jitter < 1.0:
-            raise ValueError(f"UpcyclePlan.jitter must be in [0, 1), got {self.jitter}")
-        if self.capacity_factor is not None and self.capacity_factor <= 0:
-            raise ValueError(f"UpcyclePlan.capacity_factor must be > 0 or None (dropless), got {self.capacity_factor}")
+        check_number(self, "threshold", self.threshold, low=0, high=1, low_open=True)
+        check_positive_int(self, allow_none=True, max_k=self.max_k)
+        if self.max_k is not None and self.max_k > self.num_experts:
+            raise ValueError(f"UpcyclePlan.max_k ({self.max_k}) must be <= num_experts ({self.num_experts})")
+        check_number(self, "jitter", self.jitter, low=0, high=1, high_open=True)
+        check_number(self, "capacity_factor", self.capacity_factor, low=0, low_open=True, allow_none=True,
+                     note="(None = dropless)")
         if self.router == "modality":
             if not self.modality_experts:
                 raise ValueError("UpcyclePlan.modality_experts is required for router='modality' (e.g. {'text': [0], 'image': [1]})")
+            if not isinstance(self.modality_experts, dict):
+                raise FieldTypeError(f"UpcyclePlan.modality_experts must be a dict of expert lists, got {self.modality_experts!r}")
             unknown = sorted(set(self.modality_experts) - set(MODALITY_IDS))
             if unknown:
                 raise ValueError(f"UpcyclePlan.modality_experts: unknown modalities {unknown}; known: {sorted(MODALITY_IDS)}")
-            self.modality_experts = {k: [int(e) for e in v] for k, v in self.modality_experts.items()}
+            self.modality_experts = {k: expert_indices(self, f"modality_experts[{k!r}]", v) for k, v in self.modality_experts.items()}
         elif self.modality_experts is not None or self.shared_experts:
             raise ValueError("UpcyclePlan.modality_experts / shared_experts only apply to router='modality'")
-        self.shared_experts = [int(e) for e in self.shared_experts]
-        if self.router_init not in ROUTER_INITS:
-            raise ValueError(f"UpcyclePlan.router_init must be one of {ROUTER_INITS}, got {self.router_init!r}")
-        if self.router_init_std < 0:
-            raise ValueError(f"UpcyclePlan.router_init_std must be >= 0, got {self.router_init_std}")
+        self.shared_experts = expert_indices(self, "shared_experts", self.shared_experts)
+        check_choice(self, "router_init", self.router_init, ROUTER_INITS)
+        check_non_negative(self, router_init_std=self.router_init_std)
         if isinstance(self.layers, (list, tuple)):
             if not self.layers or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in self.layers):
                 raise ValueError(f"UpcyclePlan.layers as a list must hold non-negative layer indices, got {self.layers!r}")
             self.layers = sorted(set(self.layers))
         elif isinstance(self.layers, bool) or not (self.layers in LAYER_CHOICES or (isinstance(self.layers, int) and self.layers > 0)):
             raise ValueError(f"UpcyclePlan.layers must be one of {LAYER_CHOICES}, a positive int n (every n-th) or a list of indices, got {self.layers!r}")
-        if self.experts not in EXPERT_INITS:
-            raise ValueError(f"UpcyclePlan.experts must be one of {EXPERT_INITS}, got {self.experts!r}")
+        check_choice(self, "experts", self.experts, EXPERT_INITS)
         if self.expert_kind is not None and self.expert_kind not in EXPERT_KINDS:
             raise ValueError(f"UpcyclePlan.expert_kind {self.expert_kind!r} is not registered; known: {sorted(EXPERT_KINDS)}")
-        if self.expert_scale is not None and self.expert_scale <= 0:
-            raise ValueError(f"UpcyclePlan.expert_scale must be > 0, got {self.expert_scale}")
-        if self.init_noise < 0:
-            raise ValueError(f"UpcyclePlan.init_noise must be >= 0, got {self.init_noise}")
-        if self.shared_ffn not in SHARED_FFN_CHOICES:
-            raise ValueError(f"UpcyclePlan.shared_ffn must be one of {SHARED_FFN_CHOICES}, got {self.shared_ffn!r}")
+        if not isinstance(self.expert_options, dict):
+            raise FieldTypeError(f"UpcyclePlan.expert_options must be a dict, got {self.expert_options!r}")
+        check_number(self, "expert_scale", self.expert_scale, low=0, low_open=True, allow_none=True)
+        check_non_negative(self, init_noise=self.init_noise)
+        check_choice(self, "shared_ffn", self.shared_ffn, SHARED_FFN_CHOICES)
         if self.shared_ffn_gate and self.shared_ffn is None:
             raise ValueError("UpcyclePlan.shared_ffn_gate needs shared_ffn='dense'")
-        for name in ("router_aux_loss_coef", "router_z_loss_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"UpcyclePlan.{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, router_aux_loss_coef=self.router_aux_loss_coef, router_z_loss_coef=self.router_z_loss_coef)
+        if not isinstance(self.dispatch_backend, str):
+            raise FieldTypeError(f"UpcyclePlan.dispatch_backend must be a backend name (str), got {self.dispatch_backend!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise FieldTypeError(f"UpcyclePlan.seed must be an int or None, got {self.seed!r}")
 
     @property
     def scale(self) -> float:
@@ -145,7 +149,9 @@ class UpcyclePlan:
 
 
 # -- presets -------------------------------------------------------------------------------------
-PLANS: dict[str, UpcyclePlan] = {
+# Read-only; a lookup is a copy (a caller's edits never reach the shared preset). The MoE-LLaVA plan
+# is spelled like its system and model_type, "moe_llava"; the old "moe-llava" still works, with a FutureWarning.
+PLANS: Presets[UpcyclePlan] = Presets("upcycling plan", {
     # Sparse upcycling as in Mixtral/Komatsuzaki et al.: 4 copies, softmax top-2 renormalised.
     "top2-of-4": UpcyclePlan(num_experts=4, num_experts_per_tok=2),
     "top2-of-8": UpcyclePlan(num_experts=8, num_experts_per_tok=2),
@@ -154,17 +160,19 @@ PLANS: dict[str, UpcyclePlan] = {
     "xmoe": UpcyclePlan(num_experts=8, router="threshold", threshold=0.9, experts="split", router_init="zeros",
                         router_aux_loss_coef=0.01),
     # MoE-LLaVA: 4 copies, top-2, MoE on even layers (moe_mode="sparse"), balance loss 0.01.
-    "moe-llava": UpcyclePlan(num_experts=4, num_experts_per_tok=2, layers="even", router_aux_loss_coef=0.01),
+    "moe_llava": UpcyclePlan(num_experts=4, num_experts_per_tok=2, layers="even", router_aux_loss_coef=0.01),
     # MoTE-style skeleton: the dense FFN stays on as a shared expert next to top-1 routed copies.
     "shared-dense-top1-of-4": UpcyclePlan(num_experts=4, num_experts_per_tok=1, shared_ffn="dense"),
-}
+}, renames={"moe-llava": "moe_llava"})
 
 
 def register_plan(name: str, plan: UpcyclePlan) -> None:
-    PLANS[name] = plan
+    if not isinstance(plan, UpcyclePlan):
+        raise FieldTypeError(f"register_plan({name!r}, ...) takes an UpcyclePlan, got {type(plan).__name__}")
+    PLANS.register(name, plan)
 
 
 def get_plan(name: str) -> UpcyclePlan:
     if name not in PLANS:
         raise ValueError(f"unknown upcycling plan {name!r}; known plans: {sorted(PLANS)}")
-    return copy.deepcopy(PLANS[name])  # a copy: a caller's edits never reach the shared preset
+    return PLANS[name]  # a copy: a caller's edits never reach the shared preset

@@ -1,1 +1,0 @@
-"""Trained weights shipped with the package (small safetensors files; see each producer)."""
