@@ -25,7 +25,7 @@ PROMISED_ACCURACY = 0.80
 QUESTIONS, SEED = 500, 0
 
 
-@pytest.mark.parametrize("system", ["moiie", "mote", "moe-llava", "dense-vl"])
+@pytest.mark.parametrize("system", ["moiie", "mote", "moe_llava", "dense_vl"])
 def test_shipped_parts_answer_easyvqa(system):
     import json
 

@@ -173,7 +173,8 @@ class MomeConfig(PreTrainedConfig):
     # -- derived -------------------------------------------------------------------------------------
     def mome_layer_ids(self) -> list[int]:
         num_layers = self.text_config.num_hidden_layers
-        named = {"all": range(num_layers), "odd": range(1, num_layers, 2), "even": range(0, num_layers, 2)}
+        named = {"all": range(num_layers), "odd": range(1, num_layers, 2), "even": range(0, num_layers, 2),
+                 "none": range(0)}  # "none": projectors only (the per-rate LoRA baseline's model)
         if isinstance(self.mome_layers, str):
             if self.mome_layers not in named:
                 raise ValueError(f"MomeConfig.mome_layers must be one of {sorted(named)} or a list of layer indices, "

@@ -229,7 +229,8 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
 
     # -- splice --------------------------------------------------------------------------------------
     def embed(self, input_ids, input_features=None, feature_lengths=None, compression_rate=None,
-              video_features=None, video_lengths=None, video_compression_rate=None, chunks_per_audio=None):
+              video_features=None, video_lengths=None, video_compression_rate=None, chunks_per_audio=None,
+              audio_frames=None, audio_frame_lengths=None):
         """-> inputs_embeds [B, L, D], modality_ids [B, L] (text 0, audio 2, video 3).
 
         input_features are the processor's rows: one per 30 s chunk of each clip, in reading order
@@ -243,7 +244,17 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
             placeholders = placeholders | (input_ids == config.video_token_id)
         embeds = self.get_input_embeddings()(input_ids.masked_fill(placeholders, 0))  # [B, L, D]
         audio = None
-        if input_features is not None:
+        if audio_frames is not None:  # the frozen tower's output, computed once (a training cache)
+            if input_features is not None:
+                raise ValueError("pass input_features (mel frames) or audio_frames (the tower's output), not both")
+            if audio_frames.dim() != 3 or audio_frames.shape[-1] != self.audio_tower.hidden_size:
+                raise ValueError(f"audio_frames must be [chunks, frames, {self.audio_tower.hidden_size}] (the audio "
+                                 f"tower's output), got {tuple(audio_frames.shape)}")
+            if audio_frame_lengths is None:
+                raise ValueError("audio_frames needs audio_frame_lengths ([chunks] real frames of each row)")
+            rate = self.resolve_rate(compression_rate)
+            audio = gather_audio_frames(*self.audio_projectors(audio_frames, audio_frame_lengths.long(), rate))
+        elif input_features is not None:
             if chunks_per_audio is not None and int(chunks_per_audio.sum()) != input_features.shape[0]:
                 raise ValueError(f"chunks_per_audio sums to {int(chunks_per_audio.sum())} chunks but input_features "
                                  f"has {input_features.shape[0]} rows")
@@ -266,7 +277,7 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
                 video_compression_rate: int | None = None, chunks_per_audio=None, position_ids=None,
                 past_key_values=None, inputs_embeds=None, use_cache: bool | None = None,
                 output_router_logits: bool = False, logits_to_keep: int = 0, modality_ids=None,
-                **kwargs) -> MomeOutput:
+                audio_frames=None, audio_frame_lengths=None, **kwargs) -> MomeOutput:
         """One forward at one compression rate.
 
         Args:
@@ -283,7 +294,7 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
                 raise ValueError("pass input_ids (with input_features for the <audio> placeholders) or inputs_embeds")
             inputs_embeds, modality_ids = self.embed(input_ids, input_features, feature_lengths, compression_rate,
                                                      video_features, video_lengths, video_compression_rate,
-                                                     chunks_per_audio)
+                                                     chunks_per_audio, audio_frames, audio_frame_lengths)
         elif input_features is not None or video_features is not None:
             raise ValueError("pass input_ids with input_features / video_features (they are spliced at the "
                              "placeholders), not inputs_embeds")
@@ -327,7 +338,8 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
 
     # -- generation --------------------------------------------------------------------------------
     # inputs the cached decoding steps must not see again (transformers itself drops input_features)
-    _PREFILL_ONLY = ("feature_lengths", "chunks_per_audio", "video_features", "video_lengths")
+    _PREFILL_ONLY = ("feature_lengths", "chunks_per_audio", "video_features", "video_lengths", "audio_frames",
+                     "audio_frame_lengths")
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None,
                                       is_first_iteration: bool | None = False, **kwargs):

@@ -1,0 +1,1 @@
+"""MoME's shipped trained parts (`zoo train mome --recipe tiny --set ship=true`)."""
