@@ -35,6 +35,7 @@ from zoo.integrations.assets import cache_dir
 
 from . import speech_data
 from .speech_metrics import wer
+from .trained_parts import load_parts, save_parts
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe
 
 TINY = {"steps": 90, "batch_size": 16, "lr": 2e-3, "rates": [2, 4, 8, 16], "rates_per_step": 2,
@@ -174,29 +175,11 @@ def trainable_names(model) -> list[str]:
 
 
 def save_trained(model, path: Path, metadata: dict) -> None:
-    state = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    save_parts(model, path, trainable_names(model), metadata)
 
 
 def load_trained(model, path: Path) -> dict:
-    from safetensors import safe_open
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found: train it with `zoo train mome --recipe tiny`")
-    state = load_file(str(path))
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} tensors do not fit this model, e.g. {unknown[:3]}")
-    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
-    if missing:
-        raise ValueError(f"{path} lacks {len(missing)} trained tensors of this model, e.g. {missing[:3]}")
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].dtype))
-    with safe_open(str(path), "pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    return load_parts(model, path, required=trainable_names(model), hint="zoo train mome --recipe tiny")
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -394,7 +377,7 @@ def train_per_rate_lora(options: TrainOptions) -> dict:
         train(model, data, processor, [[rate]] * steps, settings, root / f"lora-rate{rate}", options.resume,
               options.seed, f"LoRA rate {rate}")
         save_trained(model, root / f"lora-rate{rate}.safetensors", {"rate": rate, "steps": steps})
-        single = evaluate_rates(lambda r: model, sets, processor, {**settings, "rates": [rate]})
+        single = evaluate_rates(lambda r, m=model: m, sets, processor, {**settings, "rates": [rate]})
         for name in sets:
             report.setdefault(name, {}).update(single[name])
         del model

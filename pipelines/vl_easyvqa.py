@@ -7,17 +7,16 @@ so an answer is correct iff greedy decoding reproduces it and then stops: evalua
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from zoo.integrations.assets import IMAGENET_MEAN_STD
 from zoo.multimodal.processing import VisionLanguageProcessor, preprocess_images
 from zoo.multimodal.modeling import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
 
+from . import trained_parts
 from .train import system_name
 
 # a compact ChatML turn (SmolLM2's own template adds a 20-token system prompt to every sample)
@@ -95,26 +94,10 @@ def set_trainable(model, names) -> int:
 
 
 def save_parts(model, path: Path, metadata: dict | None = None) -> None:
-    state = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in model.named_parameters() if n in set(trainable_names(model))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+    trained_parts.save_parts(model, path, trainable_names(model), metadata)
 
 
-def load_parts(model, path: Path, prefixes: tuple[str, ...] = ("",)) -> dict:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path} not found: train it with `zoo train <system> --recipe tiny`")
-    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(prefixes)}
-    params = dict(model.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} tensors do not fit this model, e.g. {unknown[:3]}")
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].dtype))
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+load_parts = trained_parts.load_parts
 
 
 def load_shipped(system: str):
