@@ -12,6 +12,7 @@ from . import upcycled  # noqa: E402,F401  (upcycled dense decoders: AutoModelFo
 from . import moiie, mote, moe_llava  # noqa: E402,F401  (vision-language MoEs: AutoModel)
 from . import xmoe  # noqa: E402,F401  (XMoE: AutoModelForCausalLM, model_type "xmoe")
 from . import mome  # noqa: E402,F401  (MoME: AutoModelForSpeechSeq2Seq + the ASR pipeline, model_type "mome")
+from . import unimoe  # noqa: E402,F401  (Uni-MoE: AutoModel / AutoModelForImageTextToText, model_type "unimoe")
 
 
 def trained_dir(system: str) -> Path:

@@ -97,7 +97,7 @@ NOISE_KINDS = ("white", "pink")
 TELEPHONE_PROBABILITY = 0.3  # espeak through 8 kHz is hard for Whisper tiny.en (WER 0.2 -> 0.6)
 GAIN_RANGE = (0.3, 0.9)  # peak level of the clean speech
 
-_GENERATOR_VERSION = 1  # bump when rendering or text selection changes: old cache entries are ignored
+GENERATOR_VERSION = 1  # bump when rendering or text selection changes: old cache entries are ignored
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -376,7 +376,7 @@ def _split_of(text: str) -> str:
 
 
 def _text_pool_key(excluded: set[str]) -> str:
-    key = json.dumps({"version": _GENERATOR_VERSION, "sources": _source_fingerprint(), "excluded": sorted(excluded),
+    key = json.dumps({"version": GENERATOR_VERSION, "sources": _source_fingerprint(), "excluded": sorted(excluded),
                       "words": [MIN_WORDS, MAX_WORDS, VALIDATION_PERCENT]}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -486,7 +486,7 @@ def _quantize(audio: np.ndarray) -> np.ndarray:
     return (np.round(np.asarray(audio, np.float64) * 32768).clip(-32768, 32767) / 32768).astype(np.float32)
 
 
-def _draw_params(rng: np.random.Generator) -> UtteranceParams:
+def draw_params(rng: np.random.Generator) -> UtteranceParams:
     female = rng.random() < 0.5
     variants = FEMALE_VARIANTS if female else MALE_VARIANTS
     return UtteranceParams(
@@ -507,9 +507,9 @@ def synthesis_plan(split: str, n: int, seed: int = 0) -> list[tuple[str, str, Ut
     pool = training_texts(split)
     if not 0 < n <= len(pool):
         raise ValueError(f"n must be in 1..{len(pool)} for split {split!r} (texts available), got {n}")
-    rng = np.random.default_rng([seed, SPLITS.index(split), _GENERATOR_VERSION])
+    rng = np.random.default_rng([seed, SPLITS.index(split), GENERATOR_VERSION])
     picks = rng.permutation(len(pool))[:n]
-    return [(pool[i][0], pool[i][1], _draw_params(rng)) for i in picks]
+    return [(pool[i][0], pool[i][1], draw_params(rng)) for i in picks]
 
 
 def render_many(plan, workers: int | None = None) -> list[np.ndarray]:
@@ -529,7 +529,7 @@ def _source_fingerprint() -> list:
 
 def speech_cache_path(split: str, n: int, seed: int) -> Path:
     key = json.dumps(
-        {"version": _GENERATOR_VERSION, "split": split, "n": n, "seed": seed, "espeak": espeak_version(),
+        {"version": GENERATOR_VERSION, "split": split, "n": n, "seed": seed, "espeak": espeak_version(),
          "texts": _text_pool_key(held_out_transcripts()),  # the sources, the word limits, the held-out texts
          "params": [ACCENTS, MALE_VARIANTS, FEMALE_VARIANTS, SPEEDS, PITCHES, SNRS_DB, NOISE_KINDS,
                     TELEPHONE_PROBABILITY, GAIN_RANGE]},
@@ -539,7 +539,7 @@ def speech_cache_path(split: str, n: int, seed: int) -> Path:
     return cache_dir() / "speech" / f"{split}-n{n}-seed{seed}-{digest}"
 
 
-def _write_cache(folder: Path, plan, audios: list[np.ndarray]) -> None:
+def write_cache(folder: Path, plan, audios: list[np.ndarray]) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     pcm = np.round(np.concatenate(audios) * 32768).astype(np.int16)
@@ -558,7 +558,7 @@ def _write_cache(folder: Path, plan, audios: list[np.ndarray]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_cache(folder: Path, n: int) -> list[SpeechSample] | None:
+def read_cache(folder: Path, n: int) -> list[SpeechSample] | None:
     """The cached samples, or None when the entry is missing or damaged in any way."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -594,12 +594,12 @@ def synthetic_speech(split: str, n: int | None = None, seed: int = 0, workers: i
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive int, got {n!r}")
     folder = speech_cache_path(split, n, seed)
-    cached = _read_cache(folder, n)
+    cached = read_cache(folder, n)
     if cached is not None:
         return cached
     plan = synthesis_plan(split, n, seed)
-    _write_cache(folder, plan, render_many(plan, workers))
-    samples = _read_cache(folder, n)
+    write_cache(folder, plan, render_many(plan, workers))
+    samples = read_cache(folder, n)
     if samples is None:
         raise RuntimeError(f"speech cache at {folder} could not be read back after writing it")
     return samples

@@ -13,7 +13,7 @@ projector per compression rate): speech recognition with frozen SmolLM2-135M + f
     test      WER per rate on the asterisk prompts (real voice, 8 kHz) and the pyannote utterances,
               never trained or tuned on; greedy decoding
 
-Through accelerate (bf16 autocast on CPU); a checkpoint (trainable tensors + optimizer + scheduler +
+Through accelerate (bf16 autocast where the CPU has native bf16, else fp32: zoo.core.precision); a checkpoint (trainable tensors + optimizer + scheduler +
 step) every `save_every` steps, written to a temporary file and renamed; `--resume` continues from it
 and replays the batch draws, so a resumed run sees the batches of an uninterrupted one.
 """
@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from zoo.core.precision import autocast, mixed_precision
 from zoo.integrations.assets import cache_dir
 
 from . import speech_data
@@ -192,7 +193,7 @@ def train(model, data: EncodedSpeech, processor, schedule: list[list[int]], sett
     optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    accelerator = cpu_accelerator(mixed_precision="bf16")
+    accelerator = cpu_accelerator(mixed_precision=mixed_precision())
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint = directory / "checkpoint.pt"
     step, losses = 0, []
@@ -251,7 +252,7 @@ def transcribe(model, data: EncodedSpeech, processor, rate: int, settings: dict,
     for start in range(0, len(data), batch_size):
         rows = order[start:start + batch_size]
         batch = batch_for_rate(data, rows, rate, processor, with_answers=False)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             if histogram:  # one teacher-free forward over the prompt: which experts the audio tokens chose
                 out = model(**{k: v for k, v in batch.items()}, logits_to_keep=1)
                 layer_counts = model.routing_histograms(out.modality_ids, "audio")

@@ -6,7 +6,7 @@
              per-expert LoRA deltas (rank 8) on the same data, lr 1e-3
     eval     easy-VQA test, a fixed 500-question subset (seed 0), greedy exact match
 
-Runs through accelerate (bf16 autocast on CPU) with tqdm bars; every `save_every` steps a checkpoint
+Runs through accelerate (bf16 autocast where the CPU has native bf16, else fp32: zoo.core.precision) with tqdm bars; every `save_every` steps a checkpoint
 (trainable tensors + optimizer + step) is written, and `--resume` continues from it.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from zoo.core.precision import mixed_precision
 from zoo.integrations.assets import cache_dir
 
 from . import vl_easyvqa as vqa
@@ -35,7 +36,7 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
     params = [p for n, p in model.named_parameters() if n in set(names)]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
-    accelerator = cpu_accelerator(mixed_precision="bf16")
+    accelerator = cpu_accelerator(mixed_precision=mixed_precision())
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint = directory / "checkpoint.pt"
     step = 0

@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from zoo.core.precision import autocast
 from zoo.multimodal.processing import IMAGE_TOKEN, load_image
 from zoo.core.modalities import MODALITY_IDS
 
@@ -90,7 +91,7 @@ def answer(system: str, image, question: str) -> dict:
     model, processor, _ = get_system(system)
     batch = processor(images=[picture], text=processor.prompt(question))
     end_id = processor.tokenizer.convert_tokens_to_ids(vqa.END)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast():
         new_ids, routing = greedy_answer(model, batch["input_ids"], batch["pixel_values"],
                                          {end_id, processor.tokenizer.eos_token_id})
     rows, shares = routing_tables(list(zip(model.moe_layer_ids, routing)), model.config.num_experts)

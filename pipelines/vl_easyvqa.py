@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from zoo.core.precision import autocast
 from zoo.integrations.assets import IMAGENET_MEAN_STD
 from zoo.multimodal.processing import VisionLanguageProcessor, preprocess_images
 from zoo.multimodal.modeling import DEFAULT_VISION_TOWER, MultimodalMoeConfig, MultimodalMoeForConditionalGeneration
@@ -166,7 +167,7 @@ def correct_answers(model, data: EasyVqa, batch_size: int = 64, progress=None) -
     for start in (progress(starts) if progress else starts):
         batch = data.batch(range(start, min(start + batch_size, len(data))))
         labels = batch.pop("labels")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             logits = model(**batch, labels=labels).logits  # [n_supervised, V]
         keep = labels[:, 1:] != -100  # [B, L-1]
         wrong = (logits.argmax(-1) != labels[:, 1:][keep]).float()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from headless_chromium import chromium
 
+from zoo.core.precision import autocast
 from zoo.apps import gallery
 from zoo.pipelines import vl_demo
 
@@ -55,7 +56,7 @@ def reference_routing_rows(system: str, image, question: str) -> list[list]:
     """(layer, modality, tokens, share per expert) from the router logits of one plain forward, top-k by a loop."""
     model, processor, _ = vl_demo.get_system(system)
     batch = processor(images=[image], text=processor.prompt(question))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast():
         out = model(**batch, output_router_logits=True)
     k, experts = model.config.num_experts_per_tok, model.config.num_experts
     rows = []
@@ -79,7 +80,7 @@ def teacher_forced_reply_is_greedy(system: str, image, question: str, reply: str
     model, processor, _ = vl_demo.get_system(system)
     batch = processor(images=[image], text=processor.prompt(question, answer=reply))
     target = processor.tokenizer(reply, add_special_tokens=False)["input_ids"]
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast():
         logits = model(**batch).logits[0]  # [L, V]
     return logits[-len(target) - 1:-1].argmax(-1).tolist() == target
 

@@ -27,6 +27,7 @@ MODEL_PACKAGES: dict[str, str] = {
     "vl_dense": "zoo.models.moe_llava",  # its old spelling: saved configs still load, with a FutureWarning
     "mofme": "zoo.models.mofme",
     "mome": "zoo.models.mome",
+    "unimoe": "zoo.models.unimoe",
 }
 _AUTO_MODULE = "transformers.models.auto.configuration_auto"
 

@@ -141,6 +141,11 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
             self.generation_config.suppress_tokens = sorted(set(self.generation_config.suppress_tokens or []) | set(placeholders))
 
     # -- pieces ------------------------------------------------------------------------------------
+    def decoder(self) -> nn.Module:
+        """The LLM's decoder stack (its `.model`), also when a PEFT wrapper holds the LLM (the per-rate LoRA baseline)."""
+        lm = self.language_model
+        return (lm.get_base_model() if hasattr(lm, "get_base_model") else lm).model
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -308,7 +313,7 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
             padding_mask = attention_mask[:, -inputs_embeds.shape[1]:].bool()  # the current tokens' columns
         # stays set after the forward: activation checkpointing recomputes the layers with the same inputs
         self.routing_context.set(modality_ids, None, padding_mask)
-        outputs = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+        outputs = self.decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                             position_ids=position_ids, past_key_values=past_key_values,
                                             use_cache=use_cache, **kwargs)
         hidden = outputs.last_hidden_state  # [B, S, D]
