@@ -6,10 +6,10 @@ import re
 
 import pytest
 import torch
+import gallery_server
 from headless_chromium import chromium
 
 from zoo.core.precision import autocast
-from zoo.apps import gallery
 from zoo.pipelines import vl_demo
 
 pytestmark = pytest.mark.slow
@@ -19,18 +19,13 @@ SAMPLE = 0  # easy-VQA test question 0
 
 @pytest.fixture(scope="module")
 def gallery_url():
-    demo, url = gallery.launch(block=False, tab_modules=["zoo.apps.moiie_tab", "zoo.apps.mote_tab", "zoo.apps.moe_llava_tab"])
-    try:
+    with gallery_server.served(["zoo.apps.moiie_tab", "zoo.apps.mote_tab", "zoo.apps.moe_llava_tab"]) as url:
         yield url
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
 def client(gallery_url):
-    from gradio_client import Client
-
-    return Client(gallery_url, verbose=False)
+    return gallery_server.client(gallery_url)
 
 
 def key(system: str) -> str:

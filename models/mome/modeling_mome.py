@@ -55,6 +55,7 @@ from zoo.core.modalities import MODALITY_IDS
 from zoo.core.routing import Router, RoutingResult
 from zoo.experts.bottleneck import BottleneckExperts
 from zoo.multimodal.audio_tower import build_audio_tower
+from zoo.multimodal.causal import keep_causal
 from zoo.multimodal.matryoshka import MatryoshkaCompressor, compressed_lengths
 from zoo.multimodal.processing import splice_features
 from zoo.multimodal.speech_processing import gather_audio_frames
@@ -111,11 +112,7 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
                              f"config.text_config says {config.text_config.hidden_size}")
         self.language_model = language_model
         self.config.text_config = language_model.config  # one config object (resize_token_embeddings updates both)
-        if language_model.config._attn_implementation is None:
-            # MomeConfig(text_config=llm.config) clears it on the shared object, and a decoder without an attention
-            # implementation builds no causal mask: every token then sees the future (a trained model learns to
-            # copy the answer it is asked to predict)
-            language_model.config._attn_implementation = self.config._attn_implementation or "sdpa"
+        keep_causal(language_model, self.config)  # MomeConfig(text_config=llm.config) cleared it
         self.language_model.requires_grad_(False)
         hidden = config.text_config.hidden_size
         self.audio_projectors = MatryoshkaCompressor(

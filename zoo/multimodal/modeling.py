@@ -29,6 +29,7 @@ from ..core.routing import RoutingResult
 from ..upcycling.layer import UpcycledFFN
 from ..upcycling.plan import UpcyclePlan
 from ..upcycling.sparse_upcycling import upcycle
+from .causal import keep_causal
 from .configuration import DEFAULT_VISION_TOWER, MultimodalMoeConfig, resolve_layers
 from .connectors import Connector
 from .processing import splice_image_features
@@ -67,6 +68,7 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.connector = Connector(config.projector_type, self.vision_tower.hidden_size, text.hidden_size,
                                    config.image_token_budget)
         self.language_model = language_model if language_model is not None else AutoModelForCausalLM.from_config(text)
+        keep_causal(self.language_model, config)
         self.moe_layer_ids = resolve_layers(config.moe_layers, text.num_hidden_layers)
         if self.moe_layer_ids:
             upcycle(self.language_model, self.upcycle_plan())
