@@ -31,6 +31,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {}
 RECIPE_MODULES: dict[str, str] = {
     "mofme": "zoo.pipelines.train_mofme",
     "mome": "zoo.pipelines.train_mome",
+    "unimoe": "zoo.pipelines.train_unimoe",
     **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe_llava", "dense_vl")},  # vision-language (issue 4)
 }
 # A system's name is its model_type (and its package under models/). Old spellings still work on the
@@ -113,3 +114,11 @@ def cpu_accelerator(mixed_precision: str = "no"):
 
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(cpu=True, mixed_precision=mixed_precision)
+
+
+def release(accelerator, model):
+    """The trained module as a plain module again (in place, and returned). With mixed precision,
+    `accelerator.prepare` patches `model.forward` with bf16 autocast for good: every later call (evaluation,
+    the gallery, a test comparing two paths through the model) would run in bf16 unasked, while direct calls
+    to its submodules stay fp32. Evaluations ask for their precision themselves (zoo.core.precision)."""
+    return accelerator.unwrap_model(model, keep_fp32_wrapper=False)

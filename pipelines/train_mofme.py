@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .evaluate_mofme import VARIANTS, evaluate_models, format_results, save_results, shipped_weights_dir
 from .photos import photos
-from .train import TrainOptions, cpu_accelerator, recipe
+from .train import TrainOptions, cpu_accelerator, recipe, release
 from .weather import DEGRADATIONS, degrade
 
 TINY_DEFAULTS = {"steps": 2000, "batch": 8, "crop": 64, "lr": 1e-3, "warmup": 50, "loss": "l2",
@@ -131,7 +131,7 @@ def train_model(config, output_dir: Path, settings: dict, options: TrainOptions,
         if done % settings["checkpoint_every"] == 0 or done == stop:
             accelerator.save_state(str(checkpoint))
             state_file.write_text(json.dumps({"step": done}))
-    model = accelerator.unwrap_model(model).eval()
+    model = release(accelerator, model).eval()
     return model, time.perf_counter() - began, stop == steps
 
 

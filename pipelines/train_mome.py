@@ -37,7 +37,7 @@ from zoo.integrations.assets import cache_dir
 from . import speech_data
 from .speech_metrics import wer
 from .trained_parts import load_parts, save_parts
-from .train import TrainOptions, cpu_accelerator, evaluation, recipe
+from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
 
 TINY = {"steps": 90, "batch_size": 16, "lr": 2e-3, "rates": [2, 4, 8, 16], "rates_per_step": 2,
         "train_utterances": 2000, "validation_utterances": 100, "save_every": 25, "max_new_tokens": 32,
@@ -237,7 +237,7 @@ def train(model, data: EncodedSpeech, processor, schedule: list[list[int]], sett
                         "steps": steps, "names": names, "recent_losses": losses[-20:]}, partial)
             partial.replace(checkpoint)  # atomic: a kill leaves the previous checkpoint whole
     bar.close()
-    model.eval()
+    release(accelerator, model).eval()
     return sum(losses[-20:]) / max(1, len(losses[-20:]))
 
 

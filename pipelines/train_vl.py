@@ -24,7 +24,7 @@ from zoo.core.precision import mixed_precision
 from zoo.integrations.assets import cache_dir
 
 from . import vl_easyvqa as vqa
-from .train import TrainOptions, cpu_accelerator, evaluation, recipe
+from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
 
 TINY = {"stage1_steps": 100, "stage2_steps": 200, "batch_size": 32, "lr1": 3e-3, "lr2": 1e-3,
         "eval_questions": 500, "save_every": 40}
@@ -72,6 +72,7 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
                         "recent_losses": losses[-20:]},
                        checkpoint)
     bar.close()
+    release(accelerator, model)
     return sum(losses[-20:]) / max(1, len(losses[-20:]))
 
 

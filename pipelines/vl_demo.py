@@ -38,14 +38,16 @@ def easyvqa_samples(count: int = 24) -> list[tuple[str, str, str]]:
 
 
 @torch.no_grad()
-def greedy_answer(model, input_ids: torch.Tensor, pixel_values: torch.Tensor, stop_ids, max_new_tokens: int = 8):
+def greedy_answer(model, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, stop_ids, max_new_tokens: int = 8,
+                  **media):
     """One sample [1, L] through a VL MoE model (MultimodalMoeForConditionalGeneration): KV-cached greedy
     decoding until a stop id -> (new token ids, per MoE layer: (routing of the prompt, its modality ids [L])).
-    The routing is each MoE layer's `last_routing` right after the prompt's forward (this thread's)."""
+    The routing is each MoE layer's `last_routing` right after the prompt's forward (this thread's). `media`:
+    the model's other inputs of the prompt step (Uni-MoE: pixel_values_videos, input_features, ...)."""
     if input_ids.shape[0] != 1:
         raise ValueError(f"greedy_answer takes one sample (input_ids [1, L]), got batch {input_ids.shape[0]}; "
                          "use generate() for batches")
-    out = model(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, logits_to_keep=1, **media)
     prompt_routing = [(f.last_routing, out.modality_ids.reshape(-1)) for f in model.moe_feed_forwards()]
     new_ids = []
     for _ in range(max_new_tokens):
@@ -60,11 +62,11 @@ def greedy_answer(model, input_ids: torch.Tensor, pixel_values: torch.Tensor, st
     return new_ids, prompt_routing
 
 
-def routing_tables(prompt_routing, num_experts: int) -> tuple[list[list], dict[str, list[float]]]:
+def routing_tables(prompt_routing, num_experts: int, modalities=("image", "text")) -> tuple[list[list], dict[str, list[float]]]:
     """Per MoE layer and modality: share of routed slots per expert; plus the all-layer share per modality."""
     rows, totals = [], {}
     for layer, (routing, modality_ids) in prompt_routing:
-        for name in ("image", "text"):
+        for name in modalities:
             tokens = modality_ids == MODALITY_IDS[name]
             if not tokens.any():
                 continue

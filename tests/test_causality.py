@@ -14,7 +14,7 @@ from zoo.models.moe_llava import MoeLlavaConfig, MoeLlavaForConditionalGeneratio
 from zoo.models.moiie import MoiieConfig, MoiieForConditionalGeneration
 from zoo.models.unimoe import UniMoeConfig, UniMoeForConditionalGeneration
 
-LEAK_TOLERANCE = 1e-5  # float noise only; a leaking decoder moves earlier logits by ~1-10
+LEAK_TOLERANCE = 1e-3  # float noise (3e-5 on the real SmolLM2, whose logits reach ~30); a leak moved them by 0.03-16
 
 
 def future_token_leak(model) -> float:

@@ -5,11 +5,10 @@ rendered in headless Chromium. One server for the module; each shipped system lo
 import re
 
 import pytest
-import torch
 import gallery_server
+import routing_reference
 from headless_chromium import chromium
 
-from zoo.core.precision import autocast
 from zoo.pipelines import vl_demo
 
 pytestmark = pytest.mark.slow
@@ -48,36 +47,15 @@ def ask(client, system: str, image, question: str):
 
 
 def reference_routing_rows(system: str, image, question: str) -> list[list]:
-    """(layer, modality, tokens, share per expert) from the router logits of one plain forward, top-k by a loop."""
     model, processor, _ = vl_demo.get_system(system)
-    batch = processor(images=[image], text=processor.prompt(question))
-    with torch.no_grad(), autocast():
-        out = model(**batch, output_router_logits=True)
-    k, experts = model.config.num_experts_per_tok, model.config.num_experts
-    rows = []
-    for layer, logits in zip(model.moe_layer_ids, out.router_logits):  # logits [T, E], -inf = not reachable
-        for name, modality in (("image", 1), ("text", 0)):
-            counts, tokens = [0] * experts, 0
-            for t in range(logits.shape[0]):
-                if int(out.modality_ids[0, t]) != modality:
-                    continue
-                tokens += 1
-                ranked = sorted(range(experts), key=lambda e: -float(logits[t, e]))
-                for e in ranked[:k]:
-                    counts[e] += 1
-            if tokens:
-                rows.append([layer, name, tokens] + [c / (k * tokens) for c in counts])
-    return rows
+    return routing_reference.routing_rows(model, processor(images=[image], text=processor.prompt(question)),
+                                          ("image", "text"))
 
 
 def teacher_forced_reply_is_greedy(system: str, image, question: str, reply: str) -> bool:
-    """Each reply token is the argmax of one forward over prompt + reply (greedy decoding, recomputed)."""
     model, processor, _ = vl_demo.get_system(system)
     batch = processor(images=[image], text=processor.prompt(question, answer=reply))
-    target = processor.tokenizer(reply, add_special_tokens=False)["input_ids"]
-    with torch.no_grad(), autocast():
-        logits = model(**batch).logits[0]  # [L, V]
-    return logits[-len(target) - 1:-1].argmax(-1).tolist() == target
+    return routing_reference.reply_is_greedy(model, batch, processor.tokenizer(reply, add_special_tokens=False)["input_ids"])
 
 
 @pytest.mark.parametrize("system", SYSTEMS)

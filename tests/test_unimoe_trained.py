@@ -1,0 +1,61 @@
+"""The shipped Uni-MoE tiny parts (models/unimoe/trained/) on the real SmolLM2 + MobileNetV2 + Whisper tiny.en:
+`zoo eval unimoe` recomputes the whole per-modality table (Uni-MoE, the dense baseline, each stage-2 expert
+alone, the majority baselines) and the routing table on the test split, and they must be what the README and
+the model card print (the results file shipped with the parts)."""
+import json
+
+import pytest
+
+from tests.test_causality import LEAK_TOLERANCE, future_token_leak
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    from zoo.models import trained_dir
+    from zoo.pipelines.train_unimoe import SHIPPED_PREFIX, evaluate_shipped
+
+    shipped = json.loads((trained_dir("unimoe") / f"{SHIPPED_PREFIX}results.json").read_text())
+    return evaluate_shipped(None)["test"], shipped["test"]
+
+
+def test_the_shipped_parts_reproduce_the_per_modality_table(evaluated):
+    recomputed, shipped = evaluated
+    assert recomputed["n"] == shipped["n"] and min(shipped["n"].values()) >= 100
+    for system, scores in shipped["accuracy"].items():
+        assert recomputed["accuracy"][system] == pytest.approx(scores, abs=1e-9), system  # exact: every answer agrees
+
+
+def test_the_shipped_parts_reproduce_the_routing_table(evaluated):
+    recomputed, shipped = evaluated
+    assert recomputed["routing"]["sources"] == shipped["routing"]["sources"]
+    for group, shares in shipped["routing"]["shares"].items():
+        assert recomputed["routing"]["shares"][group] == pytest.approx(shares, abs=1e-3), group
+
+
+def test_the_trained_systems_beat_the_majority_answer(evaluated):
+    """What the table must show to be worth shipping: both trained systems learn from the media (well above
+    always answering the commonest training answer) in the image, video and audio modalities."""
+    accuracy = evaluated[0]["accuracy"]
+    for system in ("uni_moe", "dense"):
+        for modality in ("image", "video", "audio"):
+            assert accuracy[system][modality] >= accuracy["majority"][modality] + 0.1, (system, modality)
+
+
+def test_the_shipped_model_is_causal():
+    from zoo.pipelines.train_unimoe import load_shipped
+
+    model, _, _ = load_shipped()
+    assert future_token_leak(model) < LEAK_TOLERANCE
+
+
+def test_the_model_card_prints_the_recomputed_table(evaluated):
+    from zoo.pipelines.train_unimoe import format_tables
+    from zoo.pipelines.unimoe_card import render
+
+    card = render()
+    for line in format_tables({"test": evaluated[0]}).splitlines():
+        if line.startswith("| ") and not line.startswith("| tokens of") and not line.startswith("| system"):
+            if line.split(" | ")[0] in ("| uni_moe", "| dense", "| majority"):
+                assert line in card, line
