@@ -59,3 +59,43 @@ def test_the_model_card_prints_the_recomputed_table(evaluated):
         if line.startswith("| ") and not line.startswith("| tokens of") and not line.startswith("| system"):
             if line.split(" | ")[0] in ("| uni_moe", "| dense", "| majority"):
                 assert line in card, line
+
+
+def test_the_shipped_system_round_trips_through_one_folder_in_a_fresh_process(tmp_path):
+    """The trained Uni-MoE as one complete save_pretrained folder (config, processor, weights with every expert's
+    frozen FFN), loaded by AutoModelForImageTextToText / AutoProcessor in another process: the same logits."""
+    import subprocess
+    import sys
+
+    import torch
+    from PIL import Image
+
+    from zoo.multimodal.audio import load_audio
+    from zoo.pipelines import unimoe_demo
+
+    model, processor, _ = unimoe_demo.get_unimoe()
+    sample = next(s for s in unimoe_demo.samples() if s["modality"] == "speech+image")
+    batch = processor(text=processor.prompt(sample["question"], media=("image", "audio")),
+                      images=[Image.open(sample["image"]).convert("RGB")], audio=[load_audio(sample["audio"]).numpy()],
+                      sampling_rate=16000)
+    with torch.no_grad():
+        expected = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    torch.save({**batch, "expected": expected}, tmp_path / "probe.pt")
+    code = f"""
+import torch, zoo
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained({str(tmp_path)!r}).eval()
+processor = AutoProcessor.from_pretrained({str(tmp_path)!r})
+probe = torch.load({str(tmp_path / "probe.pt")!r}, weights_only=True)
+expected = probe.pop("expected")
+with torch.no_grad():
+    logits = model(**probe).logits
+print(type(model).__name__, type(processor).__name__, float((logits - expected).abs().max()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    model_class, processor_class, difference = out.stdout.split()[-3:]
+    assert (model_class, processor_class) == ("UniMoeForConditionalGeneration", "UniMoeProcessor")
+    assert float(difference) < 1e-4  # float noise; logits reach ~30
