@@ -6,6 +6,12 @@ The model loads on the first message (about 5 s from the fp32 cache; the first u
 converts the GGUF, with a progress bar). Replies stream token by token through transformers'
 TextIteratorStreamer; once a reply is complete, one teacher-forced forward over the conversation
 gives the routing of each of its tokens (zoo.pipelines.routing_trace).
+
+Up to CHAT_CONCURRENCY replies are generated at once, on the one shared model: generation keeps its
+state (KV cache, streamer, sampling) per call, and the MoE layers keep their routing per thread
+(zoo.core.context), so a reply is the same whether it is generated alone or beside others
+(tests/test_gallery_limits.py). `python -m benchmarks.gallery_chat` measures the time to the last of N
+concurrent replies.
 """
 from __future__ import annotations
 
@@ -17,10 +23,13 @@ import torch
 TITLE = "XMoE chat (SmolLM2)"
 MAX_PROMPT_TOKENS = 1024  # a longer conversation is refused with a message, never truncated
 DEFAULT_NEW_TOKENS = 64
+# replies generated at once; on 2 cores the threads overlap each other's Python overhead and matrix
+# products: limits 2, 4 and 8 all halved the time to the last of 20 replies (benchmarks/gallery_chat.py),
+# and beyond that each reply only streams slower
+CHAT_CONCURRENCY = 4
 
 _state: dict[str, object] = {}
 _load_lock = threading.Lock()
-_generate_lock = threading.Lock()  # one generation at a time: the model's routing state is shared
 
 
 def load_model(progress=None):
@@ -110,23 +119,22 @@ def respond(message: str, history: list[dict] | None, max_new_tokens: float, tem
             result["error"] = error
             streamer.end()
 
-    with _generate_lock:
-        worker = threading.Thread(target=generate, daemon=True)
-        worker.start()
-        for piece in streamer:
-            history[-1]["content"] += piece
-            yield history, "", gr.skip(), gr.skip(), gr.skip()
-        worker.join()
-        if "error" in result:
-            raise gr.Error(f"Generation failed: {type(result['error']).__name__}: {result['error']}")
-        full = result["ids"]  # [1, S + new]
-        if full.shape[1] == ids.shape[1] or (full.shape[1] == ids.shape[1] + 1 and int(full[0, -1]) in _eos_ids(model)):
-            history[-1]["content"] = history[-1]["content"] or "(the model ended its reply at once)"
-            yield history, "", None, None, "The reply has no tokens to show routing for."
-            return
-        if int(full[0, -1]) in _eos_ids(model):
-            full = full[:, :-1]  # the end-of-turn token is not part of the reply's text
-        trace = trace_routing(model, tokenizer, full, start=ids.shape[1])
+    worker = threading.Thread(target=generate, daemon=True)
+    worker.start()
+    for piece in streamer:
+        history[-1]["content"] += piece
+        yield history, "", gr.skip(), gr.skip(), gr.skip()
+    worker.join()
+    if "error" in result:
+        raise gr.Error(f"Generation failed: {type(result['error']).__name__}: {result['error']}")
+    full = result["ids"]  # [1, S + new]
+    if full.shape[1] == ids.shape[1] or (full.shape[1] == ids.shape[1] + 1 and int(full[0, -1]) in _eos_ids(model)):
+        history[-1]["content"] = history[-1]["content"] or "(the model ended its reply at once)"
+        yield history, "", None, None, "The reply has no tokens to show routing for."
+        return
+    if int(full[0, -1]) in _eos_ids(model):
+        full = full[:, :-1]  # the end-of-turn token is not part of the reply's text
+    trace = trace_routing(model, tokenizer, full, start=ids.shape[1])
     stats = (
         f"**Last reply**: {len(trace.tokens)} tokens · {trace.mean_experts_per_token:.2f} of {trace.num_experts} experts "
         f"per token on average · expert FLOPs {trace.expert_compute_fraction:.0%} of the dense FFN\n\n{note}"
@@ -144,7 +152,9 @@ def build() -> None:
         "Chat with **SmolLM2-135M-Instruct upcycled to an XMoE**: each dense FFN is split into 16 experts "
         "of 96 hidden units, and a threshold router (XMoE) sends each token to as few experts as it needs. "
         "After each reply, the heatmap shows which expert each token went to first in every layer, and how "
-        "many experts it used. The model loads on the first message."
+        "many experts it used. The model loads on the first message. "
+        f"Limits: up to {CHAT_CONCURRENCY} replies are generated at once (more wait in the queue), "
+        f"prompts up to {MAX_PROMPT_TOKENS} tokens, replies up to 512 new tokens."
     )
     chatbot = gr.Chatbot(label="XMoE SmolLM2", height=360, elem_id="xmoe-chat")
     with gr.Row():
@@ -162,7 +172,9 @@ def build() -> None:
 
     inputs = [textbox, chatbot, max_new_tokens, temperature]
     outputs = [chatbot, textbox, plot, routing, stats]
-    textbox.submit(respond, inputs, outputs, api_name="chat", concurrency_id="xmoe-chat")
-    send.click(respond, inputs, outputs, api_name=False, concurrency_id="xmoe-chat")
+    textbox.submit(respond, inputs, outputs, api_name="chat", concurrency_id="xmoe-chat",
+                   concurrency_limit=CHAT_CONCURRENCY)
+    send.click(respond, inputs, outputs, api_name=False, concurrency_id="xmoe-chat",
+               concurrency_limit=CHAT_CONCURRENCY)
     clear.click(lambda: ([], "", None, None, "Send a message to see the routing of the reply."), None, outputs,
                 api_name=False)

@@ -18,7 +18,8 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
+                   "0.0.0.0 serves every network interface with no login, and `zoo demo` warns)")
 
 
 @command("demo", "launch the Gradio gallery of the zoo's systems (serves until Ctrl-C)", _demo_arguments)
@@ -66,7 +67,24 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from zoo.pipelines.train import get_evaluation
 
-    print_result(get_evaluation(args.system)(args.weights))
+    evaluate = get_evaluation(args.system)
+    if args.weights is not None:
+        check_weight_files(args.weights)
+    print_result(evaluate(args.weights))
+
+
+def check_weight_files(folder: str) -> None:
+    """Every safetensors file under --weights whole and well-formed, so a truncated or damaged one is named
+    here rather than failing inside the loader with a message that names no file."""
+    from pathlib import Path
+
+    from zoo.integrations.checkpoint_files import safetensors_shapes
+
+    path = Path(folder)
+    if not path.exists():
+        raise FileNotFoundError(f"--weights {path} does not exist")
+    for file in sorted(path.rglob("*.safetensors")) if path.is_dir() else [path]:
+        safetensors_shapes(file)
 
 
 def print_result(result: object) -> None:
@@ -136,12 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """What a bad input raises: a named ValueError (config fields, shapes, damaged checkpoints, json errors), an
+    OSError (missing or unreadable files; transformers' own file errors) or a SafetensorError from a weights file
+    the pre-checks did not cover. Anything else is a bug and keeps its traceback."""
+    from safetensors import SafetensorError
+
+    return ValueError, OSError, SafetensorError
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` on one line (transformers' messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as error:
-        print(f"zoo {args.command}: {error}", file=sys.stderr)
+    except _input_errors() as error:
+        print(f"zoo {args.command}: {one_line(error)}", file=sys.stderr)
         return 2
 
 

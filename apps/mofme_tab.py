@@ -9,7 +9,8 @@ router's uncertainty (spread of its routing probabilities over the MC-dropout en
 The shipped tiny weights (models/mofme/trained/tiny-fme, trained by `zoo train mofme --recipe tiny`)
 load on first use. Images of any size up to MAX_PIXELS are restored in overlapping 240 x 240 tiles;
 grayscale / RGBA uploads are converted to RGB; smaller than one 8 x 8 patch or larger than
-MAX_PIXELS is refused with a message.
+MAX_PIXELS is refused with a message. Uploads reach the handler as files (gradio does not decode them):
+the size is read from the file header, so an oversized photo is refused before its pixels are decoded.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import threading
 
 import gradio as gr
 import numpy as np
+
+from .upload_limits import check_image_file, is_file, limits_markdown
 
 TITLE = "MoFME all-weather restoration"
 MAX_PIXELS = 2048 * 2048  # tab limit (the processor itself accepts up to 16 MP)
@@ -74,18 +77,34 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def read_upload(upload) -> np.ndarray:
+    """An uploaded file (checked against MAX_PIXELS from its header, then decoded) or an array -> [H, W, 3] float."""
+    from PIL import Image, ImageOps
+
+    from zoo.models.mofme.processing_mofme import to_rgb_array
+
+    if not is_file(upload):
+        return to_rgb_array(upload)
+    check_image_file(upload, MAX_PIXELS, "the uploaded photo")
+    try:
+        with Image.open(upload) as image:
+            return to_rgb_array(ImageOps.exif_transpose(image))  # camera photos: as the browser showed them
+    except OSError as error:  # a header that reads but pixel data that does not (truncated file)
+        raise ValueError(f"the uploaded photo cannot be decoded ({error})") from None
+
+
 def run_restoration(upload, sample: str | None, effect: str, severity: float, seed: int, already_degraded: bool):
     """-> degraded, restored, expert map, uncertainty map ([H, W, 3] uint8) and a markdown report.
-    Raises ValueError / FileNotFoundError with a message for the user."""
+    `upload`: a file path (what the tab passes) or an image array. Raises ValueError / FileNotFoundError
+    with a message for the user."""
     from zoo.models.mofme import restore_image
-    from zoo.models.mofme.processing_mofme import to_rgb_array
     from zoo.pipelines.evaluate_mofme import psnr, ssim
     from zoo.pipelines.photos import load_photo
     from zoo.pipelines.weather import degrade
 
+    image = read_upload(upload) if upload is not None else None  # refused before the model loads
     model, processor = load_model()
-    if upload is not None:
-        image = to_rgb_array(upload)
+    if image is not None:
         source = "your upload"
     elif sample:
         image = load_photo(sample).copy()
@@ -133,11 +152,13 @@ def build() -> None:
     gr.Markdown(
         "One shared FFN with a cheap per-expert FiLM instead of E full FFNs (MoFME, AAAI 2024), routed by the "
         "uncertainty-aware router. Tiny CPU model trained on package photos; samples are held-out photos. "
-        f"Large images are tiled (240 px tiles, up to {MAX_PIXELS / 1e6:.1f} MP)."
+        f"Large images are tiled (240 px tiles).\n\n{limits_markdown(MAX_PIXELS)}"
     )
     with gr.Row():
         with gr.Column():
-            upload = gr.Image(label="Upload a photo (optional)", type="numpy", image_mode=None)
+            # a file, undecoded: the handler checks the pixel count from the header before decoding
+            upload = gr.Image(label=f"Upload a photo (optional, up to {MAX_PIXELS / 1e6:.1f} MP)", type="filepath",
+                              image_mode=None)
             sample = gr.Dropdown(sample_names(), value=sample_names()[0], label="…or a sample photo")
             already = gr.Checkbox(False, label="My upload is already degraded (skip synthetic weather)")
         with gr.Column():

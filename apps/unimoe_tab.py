@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .upload_limits import (MAX_IMAGE_PIXELS, MAX_VIDEO_PIXELS, check_file_size, check_gif_file, check_image_file,
+                            is_file, limits_markdown)
+
 TITLE = "Uni-MoE (image, video, speech, audio)"
 INTRO = """**Uni-MoE**: every modality enters one language model (frozen SmolLM2-135M) whose top FFNs are
 four LoRA experts, each grown from a dense model trained on one modality group (base, image, speech,
@@ -32,10 +35,23 @@ def pick(choice):
     raise gr.Error(f"unknown sample {choice!r}")
 
 
+def check_uploads(image, video, audio) -> None:
+    """The gallery's limits, from file headers; the audio's length is checked from its header by the pipeline."""
+    from zoo.pipelines.unimoe_demo import MAX_VIDEO_FRAMES
+
+    if is_file(image):
+        check_image_file(image, MAX_IMAGE_PIXELS)
+    if is_file(video):
+        check_gif_file(video, MAX_VIDEO_FRAMES)
+    if is_file(audio):
+        check_file_size(audio, "audio")
+
+
 def ask(question, image, video, audio):
     from zoo.pipelines.unimoe_demo import answer
 
     try:
+        check_uploads(image, _file(video), audio)
         result = answer(question, image=image, video=_file(video), audio=audio)
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(str(error)) from None
@@ -47,15 +63,17 @@ def ask(question, image, video, audio):
 
 
 def build() -> None:
-    from zoo.pipelines.unimoe_demo import MAX_AUDIO_SECONDS, samples
+    from zoo.pipelines.unimoe_demo import MAX_AUDIO_SECONDS, MAX_VIDEO_FRAMES, samples
 
-    gr.Markdown(INTRO)
+    gr.Markdown(f"{INTRO}\n\n{limits_markdown()} Video: an animated GIF of at most {MAX_VIDEO_FRAMES} frames "
+                f"and {MAX_VIDEO_PIXELS / 1e6:.0f} MP over all frames. Audio: at most {MAX_AUDIO_SECONDS:.0f} s.")
     choices = [s["label"] for s in samples()]
     with gr.Row():
         with gr.Column():
             sample = gr.Dropdown(choices=choices, value=None, label="a test-split sample (or upload your own below)",
                                  elem_id="unimoe-sample")
-            image = gr.Image(type="filepath", label="image", elem_id="unimoe-image")
+            image = gr.Image(type="filepath", image_mode=None, label=f"image (up to {MAX_IMAGE_PIXELS / 1e6:.1f} MP)",
+                             elem_id="unimoe-image")  # undecoded: `ask` checks the header first
             video = gr.File(file_types=[".gif"], label="video (animated GIF)", elem_id="unimoe-video")
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                              label=f"speech or sound (at most {MAX_AUDIO_SECONDS:.0f} s)", elem_id="unimoe-audio")

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from .upload_limits import MAX_IMAGE_PIXELS, check_image_file, is_file, limits_markdown
+
 
 def run(system: str, image, question: str):
     from zoo.pipelines.vl_demo import answer
 
     try:
+        if is_file(image):
+            check_image_file(image, MAX_IMAGE_PIXELS)  # from the header: nothing decoded yet
         result = answer(system, image, question)
     except (ValueError, FileNotFoundError) as error:
         raise gr.Error(str(error)) from None
@@ -41,13 +45,14 @@ def servable_copy(path: str) -> str:
 def build_tab(system: str, intro: str, extra_outputs=None) -> None:
     from zoo.pipelines.vl_demo import easyvqa_samples
 
-    gr.Markdown(intro)
+    gr.Markdown(f"{intro}\n\n{limits_markdown()}")
     samples = easyvqa_samples()
     key = system.replace("-", "_")  # endpoint and element names
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="filepath", label="image (any size; shrunk to 4096 px max side, then 128 px)",
-                             elem_id=f"{key}-image")
+            # image_mode=None: gradio hands over the file undecoded, so `run` checks its size first
+            image = gr.Image(type="filepath", image_mode=None, elem_id=f"{key}-image",
+                             label=f"image (up to {MAX_IMAGE_PIXELS / 1e6:.1f} MP; shrunk to the model's input size)")
             question = gr.Textbox(label="question", placeholder="what shape is in the image?",
                                   elem_id=f"{key}-question")
             pick = gr.Dropdown(choices=[f"{i}: {q} ({a})" for i, (_, q, a) in enumerate(samples)],

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.core.validation import renamed
+from zoo.core.validation import check_positive_int, renamed
 
 
 @dataclass
@@ -24,6 +24,10 @@ class TrainOptions:
     max_steps: int | None = None  # override the recipe's step count (smoke tests)
     seed: int = 0
     extra: dict[str, object] = field(default_factory=dict)  # recipe-specific switches (--set key=value)
+
+    def __post_init__(self):
+        # 0 or fewer steps would ship the untrained model as if it were trained (and exit 0)
+        check_positive_int(None, allow_none=True, **{"--max-steps": self.max_steps})
 
 
 Recipe = Callable[[TrainOptions], dict]

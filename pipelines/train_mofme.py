@@ -17,8 +17,8 @@ changed (counterpart, 1200 steps, gain over the input on held-out centre crops):
 squared error +5.06 dB; switching to L1 after 600 squared-error steps fell back from +2.89 to +0.99 dB
 overall within 600 steps, so the recipe keeps the squared error throughout (for both models). The full
 3000-step run still ends well below those 1200-step snapshots on rain (README, "MoFME"). AdamW, linear warmup then cosine decay, through accelerate. A checkpoint
-(accelerate state: model, optimizer, scheduler, RNG + the step) is written every `checkpoint_every`
-steps; `--resume` continues from it.
+(model, optimizer, scheduler, RNG and the step in one file, written atomically: pipelines.checkpoints)
+is written every `checkpoint_every` steps; `--resume` continues from the newest one.
 
 Switches (`--set key=value`): steps, batch, crop, lr, warmup, loss, perceptual, clip (gradient-norm
 clipping, 0 = off), checkpoint_every, pause_after (stop
@@ -27,7 +27,6 @@ figures into the package, models/mofme/trained/, for the gallery).
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -39,6 +38,9 @@ from tqdm.auto import tqdm
 
 from .evaluate_mofme import VARIANTS, evaluate_models, format_results, save_results, shipped_weights_dir
 from .photos import photos
+from zoo.core.validation import check_non_negative, check_non_negative_int, check_number, check_positive_int
+
+from .checkpoints import Checkpoints
 from .train import TrainOptions, cpu_accelerator, recipe, release
 from .weather import DEGRADATIONS, degrade
 
@@ -91,11 +93,28 @@ def lr_lambda(warmup: int, total: int):
     return factor
 
 
-def train_model(config, output_dir: Path, settings: dict, options: TrainOptions, desc: str):
+def check_settings(settings: dict) -> None:
+    """The tiny recipe's settings, each named when wrong (checkpoint_every=0 would divide by zero mid-run)."""
+    owner = "mofme/tiny"
+    check_positive_int(owner, steps=settings["steps"], batch=settings["batch"], crop=settings["crop"],
+                       checkpoint_every=settings["checkpoint_every"])
+    check_positive_int(owner, allow_none=True, pause_after=settings["pause_after"])
+    check_non_negative_int(owner, warmup=settings["warmup"])
+    check_number(owner, "lr", settings["lr"], low=0, low_open=True)
+    check_non_negative(owner, perceptual=settings["perceptual"], clip=settings["clip"])
+    if settings["loss"] not in ("l1", "l2"):
+        raise ValueError(f"{owner}.loss must be 'l1' or 'l2', got {settings['loss']!r}")
+
+
+def train_model(config, output_dir: Path, settings: dict, options: TrainOptions, desc: str,
+                require_checkpoint: bool = True):
     """Train one model to `settings['steps']` (or `pause_after`); returns it (eval mode), the seconds
-    spent and whether it reached the last step."""
+    spent and whether it reached the last step. With `options.resume` it continues from the newest
+    checkpoint under output_dir/checkpoints (refusing to start over when `require_checkpoint` and there
+    is none); without, earlier checkpoints there are deleted first, so none of them is resumed later."""
     from zoo.models.mofme import MoFMEForImageRestoration
 
+    check_settings(settings)
     accelerator = cpu_accelerator()
     torch.manual_seed(options.seed)
     model = MoFMEForImageRestoration(config)
@@ -104,11 +123,12 @@ def train_model(config, output_dir: Path, settings: dict, options: TrainOptions,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings["warmup"], steps))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     perceptual = MobileNetPerceptualLoss() if settings["perceptual"] > 0 else None
-    checkpoint, state_file = output_dir / "checkpoint", output_dir / "checkpoint" / "step.json"
-    start = 0
-    if options.resume and state_file.exists():
-        accelerator.load_state(str(checkpoint))
-        start = json.loads(state_file.read_text())["step"]
+    fingerprint = {"config": config.to_dict(), "seed": options.seed,
+                   **{k: v for k, v in settings.items() if k != "pause_after"}}  # pausing does not change the run
+    checkpoints = Checkpoints(output_dir / "checkpoints", fingerprint)
+    if not options.resume:
+        checkpoints.clear()
+    start, _ = checkpoints.resume(model, optimizer, scheduler, required=options.resume and require_checkpoint)
     train_photos = list(photos("train").values())
     model.train()
     began = time.perf_counter()
@@ -129,8 +149,7 @@ def train_model(config, output_dir: Path, settings: dict, options: TrainOptions,
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         done = step + 1
         if done % settings["checkpoint_every"] == 0 or done == stop:
-            accelerator.save_state(str(checkpoint))
-            state_file.write_text(json.dumps({"step": done}))
+            checkpoints.save(done, model.state_dict(), optimizer, scheduler)
     model = release(accelerator, model).eval()
     return model, time.perf_counter() - began, stop == steps
 
@@ -145,17 +164,19 @@ def train_tiny(options: TrainOptions) -> dict:
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} for mofme/tiny; known: {sorted(TINY_DEFAULTS) + ['ship']}")
     settings = {**TINY_DEFAULTS, **{k: v for k, v in options.extra.items() if k != "ship"}}
-    if settings["loss"] not in ("l1", "l2"):
-        raise ValueError(f"mofme/tiny setting loss must be 'l1' or 'l2', got {settings['loss']!r}")
     if options.max_steps is not None:
         settings["steps"] = options.max_steps
     output_dir = Path(options.output_dir) if options.output_dir else cache_dir() / "train" / "mofme-tiny"
     processor = MoFMEImageProcessor(patch_size=PRESETS["tiny-fme"].patch_size, tile_size=240, tile_overlap=32)
     models, seconds = {}, {}
-    for variant, label in VARIANTS.items():
+    check_settings(settings)  # before anything is trained
+    for index, (variant, label) in enumerate(VARIANTS.items()):
         folder = output_dir / variant
         folder.mkdir(parents=True, exist_ok=True)
-        model, seconds[label], finished = train_model(PRESETS[f"tiny-{variant}"], folder, settings, options, desc=label)
+        # --resume needs the first model's checkpoint; a later model without one had not started (a kill
+        # between two models), so it starts afresh, as in an uninterrupted run
+        model, seconds[label], finished = train_model(PRESETS[f"tiny-{variant}"], folder, settings, options, desc=label,
+                                                      require_checkpoint=index == 0)
         if not finished:
             print(f"{label}: paused after step {settings['pause_after']}; continue with --resume")
             return {"paused_after": settings["pause_after"]}

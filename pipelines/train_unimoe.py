@@ -23,9 +23,9 @@ Departures, for the CPU budget (pipelines.unimoe_features says why): LoRA / MoE 
 layers only (the paper: every layer), few tokens (image pooled to 4, 8 Q-Former queries per clip, videos
 as 4 frames pooled to one image's tokens), the connectors trained in stage 1 only (frozen after).
 Through accelerate, bf16 autocast where the CPU has native bf16, else fp32 (zoo.core.precision); each stage checkpoints
-every `save_every` steps (written to a temporary file and renamed) and `--resume` continues it from the
-checkpoint with the same batches (the whole batch schedule is drawn from the seed up front); a finished
-stage leaves its trained parts (`<stage>/parts.safetensors`, rounded to bf16 before anything uses them, so
+every `save_every` steps (pipelines.checkpoints: one file, written to a temporary file and renamed) and
+`--resume` continues it from the newest checkpoint with the same batches (the whole batch schedule is drawn
+from the seed up front); a finished stage leaves its trained parts (`<stage>/parts.safetensors`, rounded to bf16 before anything uses them, so
 the shipped files rebuild exactly the evaluated model) and is not run again.
 
 Measured (2-core AMD EPYC with avx512_bf16, so bf16 autocast; TINY as below, espeak cache cold, another training running beside it): 1105 s
@@ -48,9 +48,11 @@ from tqdm.auto import tqdm
 
 from zoo.core.modalities import MODALITY_IDS
 from zoo.core.precision import autocast, mixed_precision
+from zoo.core.validation import check_positive_int
 from zoo.integrations.assets import cache_dir
 
 from . import unimoe_data as data
+from .checkpoints import Checkpoints, checkpoint_steps
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
 from .trained_parts import load_parts, save_parts
 from .unimoe_features import Bases, Hidden, cached_encode, collate, embed_cached, lower_hidden, real_bases, upper_forward
@@ -186,7 +188,8 @@ def draw_schedule(pool: Sequence[int], steps: int, batch_size: int, seed: int) -
 def train_stage(model, names: Sequence[str], schedule: list[list[int]], loss_of: Callable, lr: float, settings: dict,
                 directory: Path, resume: bool, label: str) -> dict:
     """AdamW on `names` only (everything else frozen), one step per schedule entry; linear warm-up then cosine.
-    Checkpoints (atomic) every `save_every` steps; `resume` continues from the checkpoint. -> {"loss", "seconds", ...}"""
+    Checkpoints (pipelines.checkpoints: one atomic file each) every `save_every` steps; `resume` continues from
+    the newest. -> {"loss", "seconds", ...}"""
     names = list(names)
     model.requires_grad_(False)
     params = dict(model.named_parameters())
@@ -198,20 +201,12 @@ def train_stage(model, names: Sequence[str], schedule: list[list[int]], loss_of:
         optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     accelerator = cpu_accelerator(mixed_precision=mixed_precision())
     model, optimizer = accelerator.prepare(model, optimizer)
-    checkpoint = directory / "checkpoint.pt"
-    fingerprint = {"names": names, "schedule": schedule, "lr": lr}
-    step, losses, seconds = 0, [], 0.0
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(f"{checkpoint} was written by another run (other trainable tensors, batches or lr); "
-                             "delete it or run without --resume")
-        with torch.no_grad():
-            for name in names:
-                params[name].copy_(state["params"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses, seconds = state["step"], list(state["losses"]), state["seconds"]
+    checkpoints = Checkpoints(directory, {"names": names, "schedule": schedule, "lr": lr})
+    if not resume:
+        checkpoints.clear()
+    trainable = {n: params[n] for n in names}
+    step, extra = checkpoints.resume(trainable, optimizer, scheduler, required=False)  # run_recipe checks --resume
+    losses, seconds = list(extra.get("losses", [])), extra.get("seconds", 0.0)
     model.train()
     bar = tqdm(total=steps, initial=step, desc=label, unit="step")
     while step < steps:
@@ -226,12 +221,7 @@ def train_stage(model, names: Sequence[str], schedule: list[list[int]], loss_of:
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", s_per_step=f"{seconds / step:.2f}")
         if step % settings["save_every"] == 0 or step == steps:
-            directory.mkdir(parents=True, exist_ok=True)
-            partial = checkpoint.with_suffix(".partial")
-            torch.save({"params": {n: params[n].detach() for n in names}, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "seconds": seconds,
-                        "fingerprint": fingerprint}, partial)
-            partial.replace(checkpoint)
+            checkpoints.save(step, trainable, optimizer, scheduler, losses=losses, seconds=seconds)
     bar.close()
     release(accelerator, model).requires_grad_(False).eval()
     tail = losses[-10:]
@@ -345,9 +335,9 @@ def majority(examples, reference) -> dict:
 # -- the recipe -----------------------------------------------------------------------------------
 def _settings(options: TrainOptions) -> dict:
     settings = {**TINY, **{k: v for k, v in options.extra.items() if k in TINY}}
-    if options.max_steps is not None:
-        if options.max_steps <= 0:
-            raise ValueError(f"--max-steps must be a positive integer, got {options.max_steps}")
+    check_positive_int("unimoe/tiny", **{k: settings[k] for k in (
+        "stage1_steps", "stage2_steps", "stage3_steps", "batch_size", "save_every", "eval_batch_size")})
+    if options.max_steps is not None:  # TrainOptions refuses max_steps <= 0
         for key in ("stage1_steps", "stage2_steps", "stage3_steps"):
             settings[key] = options.max_steps
     return settings
@@ -377,6 +367,9 @@ def run_recipe(bases: Bases, examples: dict[str, list], settings: dict, root: Pa
     """The three stages + the dense baseline + evaluation on `examples` ({"train", "validation", "test"} ->
     Example lists). -> results (also written to root/results.json); every stage's parts under root/<stage>/;
     `models_out` (a dict) receives the trained models by system name."""
+    if resume and not any((root / s / "parts.safetensors").is_file() or checkpoint_steps(root / s) for s in STAGES):
+        raise FileNotFoundError(f"--resume: nothing to resume in {root} (no stage checkpoint or finished stage); "
+                                "run without --resume to start")
     timings, started = {}, time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     pad_id = bases.pad_id

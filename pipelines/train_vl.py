@@ -7,7 +7,8 @@
     eval     easy-VQA test, a fixed 500-question subset (seed 0), greedy exact match
 
 Runs through accelerate (bf16 autocast where the CPU has native bf16, else fp32: zoo.core.precision) with tqdm bars; every `save_every` steps a checkpoint
-(trainable tensors + optimizer + step) is written, and `--resume` continues from it.
+(trainable tensors + optimizer + scheduler + step + RNG, one file written atomically: pipelines.checkpoints)
+is written, and `--resume` continues from the newest one.
 """
 from __future__ import annotations
 
@@ -21,38 +22,38 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.core.precision import mixed_precision
+from zoo.core.validation import check_positive_int
 from zoo.integrations.assets import cache_dir
 
 from . import vl_easyvqa as vqa
+from .checkpoints import Checkpoints
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
 
 TINY = {"stage1_steps": 100, "stage2_steps": 200, "batch_size": 32, "lr1": 3e-3, "lr2": 1e-3,
         "eval_questions": 500, "save_every": 40}
 
 
-def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume: bool, seed: int, label: str):
-    """Train `names` for `steps`; checkpoint + resume under `directory`. Returns the mean loss of the last 20 steps."""
+def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume: bool, seed: int, label: str,
+              require_checkpoint: bool = False, save_every: int | None = None):
+    """Train `names` for `steps`; checkpoints under `directory` (pipelines.checkpoints). `resume`: continue
+    from the newest checkpoint there if any (required when `require_checkpoint`); without, older ones are
+    deleted. Returns the mean loss of the last 20 steps."""
+    save_every = TINY["save_every"] if save_every is None else save_every
     vqa.set_trainable(model, names)
-    params = [p for n, p in model.named_parameters() if n in set(names)]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    trainable = {n: p for n, p in model.named_parameters() if n in set(names)}
+    optimizer = torch.optim.AdamW(list(trainable.values()), lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * max(0.0, 1 - s / steps))
     accelerator = cpu_accelerator(mixed_precision=mixed_precision())
     model, optimizer = accelerator.prepare(model, optimizer)
-    checkpoint = directory / "checkpoint.pt"
-    step = 0
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, v in state["params"].items():
-                named[n].copy_(v)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
+    checkpoints = Checkpoints(directory, {"names": sorted(trainable), "steps": steps, "lr": lr,
+                                          "batch_size": batch_size, "seed": seed})
+    if not resume:
+        checkpoints.clear()
+    step, extra = checkpoints.resume(trainable, optimizer, scheduler, required=resume and require_checkpoint)
     rng = random.Random(seed * 1000)
     for _ in range(step):  # replay the draws already taken: a resumed run sees the batches of an uninterrupted one
         rng.sample(range(len(data)), batch_size)
-    losses: list[float] = list(state.get("recent_losses", [])) if step else []
+    losses: list[float] = list(extra.get("recent_losses", []))
     model.train()
     bar = tqdm(total=steps, initial=step, desc=label, unit="step")
     while step < steps:
@@ -65,12 +66,8 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
         losses.append(out.loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-        if step % TINY["save_every"] == 0 or step == steps:
-            directory.mkdir(parents=True, exist_ok=True)
-            torch.save({"params": {n: p.detach() for n, p in model.named_parameters() if n in set(names)},
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                        "recent_losses": losses[-20:]},
-                       checkpoint)
+        if step % save_every == 0 or step == steps:
+            checkpoints.save(step, trainable, optimizer, scheduler, recent_losses=losses[-20:])
     bar.close()
     release(accelerator, model)
     return sum(losses[-20:]) / max(1, len(losses[-20:]))
@@ -78,6 +75,8 @@ def run_stage(model, data, names, steps, lr, batch_size, directory: Path, resume
 
 def train_system(system: str, options: TrainOptions) -> dict:
     settings = {**TINY, **{k: v for k, v in options.extra.items() if k in TINY}}
+    check_positive_int(f"{system}/tiny", **{k: settings[k] for k in ("stage1_steps", "stage2_steps",
+                                                                             "batch_size", "eval_questions", "save_every")})
     if options.max_steps is not None:
         settings["stage1_steps"] = settings["stage2_steps"] = options.max_steps
     root = Path(options.output_dir or cache_dir() / "runs" / "vl-easyvqa")
@@ -91,13 +90,15 @@ def train_system(system: str, options: TrainOptions) -> dict:
     dense, processor = vqa.build("dense_vl", lm, tokenizer, moe_layers="none")
     train_data = vqa.EasyVqa("train", processor)
     stage1_done = stage1_dir / "projector.safetensors"
-    if stage1_done.is_file():
+    stage1_finished_before = stage1_done.is_file()
+    if stage1_finished_before:
         print(f"stage 1: reusing {stage1_done}")
         vqa.load_parts(dense, stage1_done)
     else:
         run_stage(dense, train_data, [n for n in vqa.trainable_names(dense) if n.startswith("connector.")],
                   settings["stage1_steps"], settings["lr1"], settings["batch_size"], stage1_dir, True, options.seed,
-                  "stage 1 (projector)")
+                  "stage 1 (projector)", require_checkpoint=options.resume,  # --resume of a run killed in stage 1
+                  save_every=settings["save_every"])
         vqa.save_parts(dense, stage1_done)
     connector_state = dense.connector.state_dict()
     del dense
@@ -108,8 +109,10 @@ def train_system(system: str, options: TrainOptions) -> dict:
     stage2_dir = root / f"{system}-stage2"
     names = vqa.trainable_names(model)
     trainable = vqa.set_trainable(model, names)
+    # with --resume, stage 2 must have its checkpoint unless stage 1 was (re)trained just now
     loss = run_stage(model, train_data, names, settings["stage2_steps"], settings["lr2"], settings["batch_size"],
-                     stage2_dir, options.resume, options.seed, f"stage 2 ({system})")
+                     stage2_dir, options.resume, options.seed, f"stage 2 ({system})",
+                     require_checkpoint=stage1_finished_before, save_every=settings["save_every"])
     train_minutes = (time.time() - started) / 60
 
     test = vqa.EasyVqa("test", processor, limit=settings["eval_questions"])

@@ -4,6 +4,7 @@ import torch
 
 from zoo.apps.cli import build_parser
 from zoo.models.mofme import MoFMEConfig
+from zoo.pipelines.checkpoints import checkpoint_steps
 from zoo.pipelines.train import TrainOptions, get_recipe, parse_extra
 from zoo.pipelines.train_mofme import TINY_DEFAULTS, sample_batch, train_model
 from zoo.pipelines.photos import photos
@@ -28,7 +29,7 @@ def test_pause_and_resume_reproduce_an_uninterrupted_run(tmp_path):
     straight, _, done = train_model(config, tmp_path / "a", SETTINGS, TrainOptions(seed=1), "straight")
     assert done
     _, _, done = train_model(config, tmp_path / "b", {**SETTINGS, "pause_after": 3}, TrainOptions(seed=1), "paused")
-    assert not done and (tmp_path / "b" / "checkpoint" / "step.json").read_text() == '{"step": 3}'
+    assert not done and checkpoint_steps(tmp_path / "b" / "checkpoints")[-1] == 3
     resumed, _, done = train_model(config, tmp_path / "b", SETTINGS, TrainOptions(seed=1, resume=True), "resumed")
     assert done
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):

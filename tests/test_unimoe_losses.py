@@ -114,8 +114,8 @@ def test_a_shared_source_keeps_one_frozen_ffn_and_per_expert_base_can_be_asked_f
     torch.testing.assert_close(copies(x, groups), shared(x, groups))  # B = 0: both are the source FFN
     with pytest.raises(ValueError, match="load_expert_ffn needs per_expert_base=True"):
         shared.load_expert_ffn(0, source)
-    with pytest.raises(ValueError, match=r"expert 1 down_proj: the source FFN gives shape \(8, 6\)"):
-        copies.load_expert_ffn(1, FFNWeights(up=torch.zeros(12, 8), gate=torch.zeros(12, 8), down=torch.zeros(8, 6),
-                                             act="silu"))
+    with pytest.raises(ValueError, match=r"expert 1 gate_up_proj: the source FFN gives shape \(12, 8\)"):
+        copies.load_expert_ffn(1, FFNWeights(up=torch.zeros(6, 8), gate=torch.zeros(6, 8), down=torch.zeros(8, 6),
+                                             act="silu"))  # a narrower FFN (I = 6) than the bank's (12)
     with pytest.raises(ValueError, match=r"LoRAExperts\.per_expert_base must be True or False"):
         LoRAExperts(2, 8, 12, per_expert_base="yes")

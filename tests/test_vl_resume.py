@@ -10,6 +10,7 @@ import zoo  # noqa: F401
 from zoo.models.moiie import MoiieConfig, MoiieForConditionalGeneration
 from zoo.pipelines import train_vl
 from zoo.pipelines import vl_easyvqa as vqa
+from zoo.pipelines.checkpoints import Checkpoints, checkpoint_steps
 
 LLAMA = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 32, "intermediate_size": 48,
          "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 64}
@@ -77,7 +78,7 @@ def test_resumed_stage_matches_an_uninterrupted_one(tmp_path, monkeypatch, singl
 
     with pytest.raises(Crash):
         run(fresh_model(), CrashingData(after=HALF), tmp_path / "crashed", resume=False)
-    assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=True)["step"] == HALF
+    assert checkpoint_steps(tmp_path / "crashed") == [HALF]
     before_resume = {n: p.detach().clone() for n, p in fresh_model().named_parameters()}
     resumed = run(fresh_model(), SyntheticVqa(), tmp_path / "crashed", resume=True)
 
@@ -85,7 +86,7 @@ def test_resumed_stage_matches_an_uninterrupted_one(tmp_path, monkeypatch, singl
     assert sorted(straight) == sorted(resumed) and any(".router." in n for n in straight)
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")
-    end_straight, end_resumed = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
+    end_straight, end_resumed = (Checkpoints(tmp_path / d, {}).load(2 * HALF, check_fingerprint=False)
                                  for d in ("straight", "crashed"))
     assert end_straight["step"] == end_resumed["step"] == 2 * HALF
     assert end_straight["scheduler"] == end_resumed["scheduler"]

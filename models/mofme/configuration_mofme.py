@@ -2,6 +2,7 @@
 
 from transformers import PreTrainedConfig
 
+from zoo.core.dispatch import check_backend
 from zoo.core.validation import check_choice, check_non_negative_int, check_number, check_positive_int, strict_config
 
 MOE_TYPES = ("fme", "ffn")  # Feature-Modulated Experts, or the conventional MoE counterpart (E full FFNs)
@@ -83,6 +84,7 @@ class MoFMEConfig(PreTrainedConfig):
             raise ValueError(f"MoFMEConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})")
         check_choice(self, "moe_type", self.moe_type, MOE_TYPES)
         check_choice(self, "router_type", self.router_type, ROUTER_TYPES)
+        check_backend(self, self.dispatch_backend)
         if self.num_experts_per_tok > self.num_experts:
             raise ValueError(f"MoFMEConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be <= num_experts ({self.num_experts})")
         if self.router_type == "uncertainty" and self.uar_num_samples < 2:

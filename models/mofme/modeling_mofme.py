@@ -45,6 +45,7 @@ from transformers.utils import ModelOutput
 
 from zoo.core import MLPExperts, TopKRouter, dispatch
 from zoo.experts.film import FeatureModulatedExperts, FiLMExperts
+from zoo.integrations.checkpoint_keys import StrictMoeLoading
 from zoo.core.routing import Router, RoutingResult
 from zoo.core.uncertainty_router import UncertaintyAwareRouter
 
@@ -180,7 +181,7 @@ class MoFMEDecoder(nn.Module):
         return self.conv2(self.res2(self.conv1(self.res1(features))))
 
 
-class MoFMEPreTrainedModel(PreTrainedModel):
+class MoFMEPreTrainedModel(StrictMoeLoading, PreTrainedModel):
     config_class = MoFMEConfig
     base_model_prefix = "mofme"
     main_input_name = "pixel_values"

@@ -1,6 +1,6 @@
 """MoIIE configuration: modality-guided routing over intra-vision / shared inter-modality / intra-text experts."""
 # no `from __future__ import annotations`: @strict checks the field types, and skips annotations given as strings
-from zoo.core.validation import check_non_negative, check_number, strict_config
+from zoo.core.validation import check_indices, check_non_negative, check_number, strict_config
 from zoo.multimodal.configuration import MultimodalMoeConfig
 
 
@@ -47,8 +47,6 @@ class MoiieConfig(MultimodalMoeConfig):
         owner: dict[int, str] = {}
         for name, experts in groups.items():
             for e in experts:
-                if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e < self.num_experts:
-                    raise ValueError(f"MoiieConfig.expert_groups[{name!r}] has {e!r}, outside [0, num_experts={self.num_experts})")
                 if e in owner:
                     raise ValueError(f"MoiieConfig.expert_groups: expert {e} is in both {owner[e]!r} and {name!r}")
                 owner[e] = name
@@ -62,4 +60,7 @@ class MoiieConfig(MultimodalMoeConfig):
                                  f"({self.num_experts_per_tok})")
 
     def resolved_expert_groups(self) -> dict[str, list[int]]:
-        return {k: list(v) for k, v in self.expert_groups.items()} if self.expert_groups else expert_groups(self.num_experts)
+        if not self.expert_groups:
+            return expert_groups(self.num_experts)
+        return {name: check_indices(self, f"expert_groups[{name!r}]", experts, size=self.num_experts)
+                for name, experts in self.expert_groups.items()}

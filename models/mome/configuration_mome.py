@@ -18,8 +18,10 @@ from zoo.core.validation import (
     check_non_negative,
     check_non_negative_int,
     check_positive_int,
+    check_sub_configs,
     strict_config,
 )
+from zoo.core.dispatch import check_backend
 from zoo.upcycling.ffn_adapters import ARCHITECTURES
 
 from .mome_layer import PLACEMENTS
@@ -115,6 +117,7 @@ class MomeConfig(PreTrainedConfig):
             self.audio_compression_rates = list(PAPER_ASR_RATES)
         if self.video_feature_size is not None and self.video_compression_rates is None:
             self.video_compression_rates = list(PAPER_VIDEO_RATES)
+        check_sub_configs(self)
         super().__post_init__(**kwargs)
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 
@@ -141,6 +144,7 @@ class MomeConfig(PreTrainedConfig):
         check_bool(owner, normalize_router_weights=self.normalize_router_weights)
         check_choice(owner, "mome_placement", self.mome_placement, PLACEMENTS)
         check_choice(owner, "compression", self.compression, COMPRESSIONS)
+        check_backend(owner, self.dispatch_backend)
         self._check_rates("audio_compression_rates", self.audio_compression_rates, "inference_compression_rate",
                           self.inference_compression_rate)
         if self.video_feature_size is None:

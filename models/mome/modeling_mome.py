@@ -54,6 +54,7 @@ from zoo.core.context import RoutingContext
 from zoo.core.modalities import MODALITY_IDS
 from zoo.core.routing import Router, RoutingResult
 from zoo.experts.bottleneck import BottleneckExperts
+from zoo.integrations.checkpoint_keys import StrictMoeLoading
 from zoo.multimodal.audio_tower import build_audio_tower
 from zoo.multimodal.causal import keep_causal
 from zoo.multimodal.matryoshka import MatryoshkaCompressor, compressed_lengths
@@ -79,7 +80,7 @@ class MomeOutput(ModelOutput):
     compression_rate: int | None = None
 
 
-class MomePreTrainedModel(PreTrainedModel):
+class MomePreTrainedModel(StrictMoeLoading, PreTrainedModel):
     config_class = MomeConfig
     base_model_prefix = "model"
     main_input_name = "input_ids"

@@ -3,7 +3,7 @@
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ...core.validation import check_non_negative, strict_config
+from ...core.validation import check_non_negative, check_sub_configs, strict_config
 from ...upcycling.ffn_adapters import ARCHITECTURES
 from ...upcycling.plan import UpcyclePlan
 
@@ -44,14 +44,10 @@ class UpcycledMoeConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        check_sub_configs(self)
         super().__post_init__(**kwargs)
         self.validate_text_config()  # before the plan is read: a wrong architecture is the first thing to report
-        if self.plan is None:
-            plan = UpcyclePlan()
-        elif isinstance(self.plan, UpcyclePlan):
-            plan = self.plan
-        else:
-            plan = UpcyclePlan.from_dict(self.plan)  # validates every field
+        plan = self.resolve_plan()
         self.plan = plan.to_dict()
         if self.router_aux_loss_coef is None:
             self.router_aux_loss_coef = plan.router_aux_loss_coef
@@ -59,6 +55,16 @@ class UpcycledMoeConfig(PreTrainedConfig):
             self.router_z_loss_coef = plan.router_z_loss_coef
         # the decoder's embeddings are tied (or not) by the base model itself
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    def resolve_plan(self) -> UpcyclePlan:
+        if self.plan is None:
+            return UpcyclePlan()
+        if isinstance(self.plan, UpcyclePlan):
+            return self.plan
+        try:
+            return UpcyclePlan.from_dict(self.plan)  # validates every field
+        except (TypeError, ValueError) as error:  # the plan's own message names its field, this one names ours
+            raise type(error)(f"{type(self).__name__}.plan: {error}") from error
 
     def validate_text_config(self) -> None:
         if self.text_config.model_type not in ARCHITECTURES:

@@ -18,13 +18,14 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from ...core.expert_banks import ExpertBank
 from ...core.routing import Router
+from ...integrations.checkpoint_keys import StrictMoeLoading
 from ...upcycling.layer import UpcycledFFN, upcycled_layers
 from ...upcycling.plan import UpcyclePlan, get_plan
 from ...upcycling.sparse_upcycling import upcycle
 from .configuration_upcycled_moe import UpcycledMoeConfig
 
 
-class UpcycledMoePreTrainedModel(PreTrainedModel):
+class UpcycledMoePreTrainedModel(StrictMoeLoading, PreTrainedModel):
     config_class = UpcycledMoeConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True

@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from .routing import RoutingResult
+from .validation import check_choice
 
 
 @dataclass
@@ -123,6 +124,12 @@ GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16)
 def register_backend(name: str, fn: GroupedLinear) -> None:
     """Add a grouped-linear backend (e.g. a packed-ternary kernel); it must match `eager`."""
     GROUPED_LINEAR_BACKENDS[name] = fn
+
+
+def check_backend(owner, name) -> None:
+    """A config / module field naming a backend: 'auto' or a registered one (checked where it is set,
+    not at the first forward)."""
+    check_choice(owner, "dispatch_backend", name, ("auto", *GROUPED_LINEAR_BACKENDS))
 
 
 def resolve_backend(name: str, dtype: torch.dtype) -> GroupedLinear:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .validation import check_bool, check_positive_int
+from .validation import check_bool, check_instance, check_positive_int, field_name
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, owner=None) -> nn.Module:
     from transformers.activations import ACT2FN  # here, not at import: it costs a second and `import zoo.core` stays light
 
-    if name not in ACT2FN:
-        raise ValueError(f"act: unknown activation {name!r}; known: {sorted(ACT2FN)}")
+    if not isinstance(name, str) or name not in ACT2FN:
+        raise ValueError(f"{field_name(owner, 'act')}: unknown activation {name!r}; known: {sorted(ACT2FN)}")
     return ACT2FN[name]
 
 
@@ -47,7 +47,7 @@ class GLUExperts(ExpertBank):
         super().__init__(num_experts, hidden_size, intermediate_size)
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
         nn.init.normal_(self.gate_up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
@@ -70,7 +70,7 @@ class MLPExperts(ExpertBank):
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
         self.up_proj_bias = nn.Parameter(torch.zeros(num_experts, intermediate_size)) if bias else None
         self.down_proj_bias = nn.Parameter(torch.zeros(num_experts, hidden_size)) if bias else None
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
         nn.init.normal_(self.up_proj, std=0.02)
         nn.init.normal_(self.down_proj, std=0.02)
 
@@ -88,7 +88,7 @@ class GatedMLP(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
@@ -105,6 +105,7 @@ class SharedExperts(nn.Module):
         super().__init__()
         check_positive_int(self, hidden_size=hidden_size)
         check_bool(self, gated=gated)
+        check_instance(self, "ffn", ffn, nn.Module, allow_none=True)
         if ffn is None:
             if intermediate_size is None:
                 raise ValueError("SharedExperts.intermediate_size is needed when no ffn module is given")

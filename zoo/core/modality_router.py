@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from .losses import load_balancing_loss, router_z_loss
 from .modalities import MODALITY_IDS
 from .routing import Router, top_k_selection
-from .validation import check_bool, check_positive_int
+from .validation import FieldTypeError, check_bool, check_id_tensor, check_indices, check_positive_int
 
 
 class ModalityRouter(Router):
@@ -41,15 +41,18 @@ class ModalityRouter(Router):
         super().__init__(hidden_size, num_experts, jitter, capacity_factor, min_capacity)
         check_positive_int(self, top_k=top_k)
         check_bool(self, normalize=normalize)
+        if not isinstance(modality_experts, Mapping):
+            raise FieldTypeError(f"{type(self).__name__}.modality_experts must map modality names to expert lists, "
+                                 f"got {modality_experts!r}")
         if not modality_experts:
             raise ValueError("modality_experts must name at least one modality")
-        shared = sorted(set(shared_experts))
+        shared = sorted(set(check_indices(self, "shared_experts", shared_experts, size=num_experts)))
         seen: dict[int, str] = {e: "shared_experts" for e in shared}
         self.allowed: dict[str, list[int]] = {}
         for name, experts in modality_experts.items():
-            if name not in MODALITY_IDS:
+            if not isinstance(name, str) or name not in MODALITY_IDS:
                 raise ValueError(f"modality_experts: unknown modality {name!r}; known: {sorted(MODALITY_IDS)}")
-            own = sorted(set(experts))
+            own = sorted(set(check_indices(self, f"modality_experts[{name!r}]", experts, size=num_experts)))
             if not own:
                 raise ValueError(f"modality_experts[{name!r}] is empty: every modality needs its own experts "
                                  "(the shared pool is shared_experts)")
@@ -78,8 +81,7 @@ class ModalityRouter(Router):
     def _modality_rows(self, modality_ids: torch.Tensor | None, num_tokens: int):
         if modality_ids is None:
             raise ValueError("ModalityRouter needs modality_ids ([T] modality id per token)")
-        if modality_ids.shape != (num_tokens,):
-            raise ValueError(f"modality_ids must have shape ({num_tokens},), got {tuple(modality_ids.shape)}")
+        check_id_tensor(None, "modality_ids", modality_ids, (num_tokens,))
         known = torch.tensor([MODALITY_IDS[n] for n in self.allowed], device=modality_ids.device)
         stray = modality_ids[~torch.isin(modality_ids, known)]
         if stray.numel():

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import dispatch, resolve_backend
+from .dispatch import check_backend, dispatch
 from .expert_banks import ExpertBank, SharedExperts
-from .routing import Router, RoutingResult
+from .routing import Router, RoutingResult, check_expert_mask
+from .validation import check_instance
 
 
 class MoEBlock(nn.Module):
@@ -25,6 +26,9 @@ class MoEBlock(nn.Module):
         dispatch_backend: str = "auto",
     ):
         super().__init__()
+        check_instance(self, "router", router, Router)
+        check_instance(self, "experts", experts, ExpertBank)
+        check_instance(self, "shared_experts", shared_experts, nn.Module, allow_none=True)
         if router.hidden_size != experts.hidden_size:
             raise ValueError(f"router hidden_size ({router.hidden_size}) != experts hidden_size ({experts.hidden_size})")
         if router.num_experts < experts.num_experts:
@@ -32,7 +36,7 @@ class MoEBlock(nn.Module):
                 f"router num_experts ({router.num_experts}) < experts num_experts ({experts.num_experts}); "
                 "a router may only have more (the extra ones are null experts)"
             )
-        resolve_backend(dispatch_backend, torch.float32)  # fails early on an unknown name
+        check_backend(self, dispatch_backend)
         self.router = router
         self.experts = experts
         self.shared_experts = shared_experts
@@ -78,7 +82,10 @@ class MoEBlock(nn.Module):
         return value.reshape(-1)
 
     def _flat_expert_mask(self, mask: torch.Tensor | None, tokens: torch.Size) -> torch.Tensor | None:
-        if mask is None or mask.dim() == 1:
+        if mask is None:
+            return None
+        check_expert_mask(mask)
+        if mask.dim() == 1:
             return mask
         num_experts = self.router.num_experts
         if len(tokens) == 2 and mask.shape == (tokens[0], num_experts):  # one choice per sample (experts picked per request)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .losses import load_balancing_loss, router_z_loss
-from .validation import check_bool, check_number, check_positive_int
+from .validation import FieldTypeError, check_bool, check_instance, check_number, check_positive_int
 
 @dataclass
 class RoutingResult:
@@ -64,11 +64,26 @@ class RoutingResult:
         }
 
 
+def check_expert_mask(expert_mask: torch.Tensor) -> None:
+    """Only a bool mask or a float bias: an integer 0/1 mask added as a bias would barely move the
+    logits (every expert stays allowed), and a NaN bias makes every probability NaN, so every slot is
+    dropped and every token's output is zero. -inf (forbidden) is a valid bias, +inf is not."""
+    check_instance(None, "expert_mask", expert_mask, torch.Tensor)
+    if expert_mask.dtype == torch.bool:
+        return
+    if not expert_mask.is_floating_point():
+        raise FieldTypeError(f"expert_mask must be a bool tensor (True = allowed) or a floating-point bias, got dtype "
+                             f"{expert_mask.dtype}; for a 0/1 mask of allowed experts pass mask.bool()")
+    if bool(torch.isnan(expert_mask).any() | torch.isposinf(expert_mask).any()):
+        raise ValueError("expert_mask (a float bias) holds NaN or +inf; use -inf to forbid an expert")
+
+
 def apply_expert_mask(logits: torch.Tensor, expert_mask: torch.Tensor | None) -> torch.Tensor:
-    """Bool mask (True = allowed) sets forbidden experts to -inf; a float mask is added as a bias.
-    Shape [E] or [T, E]."""
+    """Bool mask (True = allowed) sets forbidden experts to -inf; a float mask is added as a bias
+    (-inf = forbidden). Shape [E] or [T, E]."""
     if expert_mask is None:
         return logits
+    check_expert_mask(expert_mask)
     num_tokens, num_experts = logits.shape
     if expert_mask.shape not in ((num_experts,), (num_tokens, num_experts)):
         raise ValueError(
@@ -196,8 +211,11 @@ class Router(nn.Module):
         modality_ids: torch.Tensor | None = None,  # [T] long
         padding_mask: torch.Tensor | None = None,  # [T] bool, True = real token (losses only)
     ) -> RoutingResult:
+        check_instance(self, "hidden states", hidden, torch.Tensor)
         if hidden.dim() != 2 or hidden.shape[-1] != self.hidden_size:
             raise ValueError(f"router expects hidden states [T, {self.hidden_size}], got {tuple(hidden.shape)}")
+        if not hidden.is_floating_point():  # an integer tensor would come back from the experts as zeros
+            raise FieldTypeError(f"{type(self).__name__}: hidden states must be a floating-point tensor, got dtype {hidden.dtype}")
         if self.training and self.jitter > 0:
             hidden = hidden * torch.empty_like(hidden).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         # autocast would run the gate in bf16 even from fp32 inputs: routing decisions stay fp32

@@ -114,10 +114,18 @@ class UncertaintyAwareRouter(TopKRouter):
         return F.linear(dropped, self.weight.float())
 
     def router_logits(self, hidden: torch.Tensor, modality_ids: torch.Tensor | None) -> torch.Tensor:
+        # refused before anything is computed: one NaN pixel would otherwise reach running_mean /
+        # running_cov and break every later eval call (and every checkpoint saved after)
+        if not bool(torch.isfinite(hidden).all()):
+            raise ValueError(f"{type(self).__name__}: the hidden states hold NaN or inf (a non-finite input, or a "
+                             "layer before the router overflowed); refused before the running statistics change")
         scores = F.linear(hidden.float(), self.weight.float())  # r [T, E], dropout off
         samples = self.mc_scores(hidden)  # [M, T, E]
         if self.training and hidden.shape[0] > 0:
             mean, cov = ensemble_statistics(samples)
+            if not bool(torch.isfinite(cov).all()):  # finite inputs whose scores overflow fp32
+                raise ValueError(f"{type(self).__name__}: the router scores of this batch overflow (covariance not "
+                                 "finite); refused before the running statistics change")
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                 self.running_cov.lerp_(cov.detach().to(self.running_cov.dtype), self.momentum)

@@ -5,6 +5,11 @@ every error names its owner and the field ("MoiieConfig.num_experts must be a po
     check_non_negative_int(owner, num_head_res_blocks=2)    ints >= 0
     check_number(owner, "dropout", 0.1, low=0, high=1, high_open=True)   finite real numbers in a range
     check_non_negative(owner, router_aux_loss_coef=0.01)    finite real numbers >= 0 (loss coefficients, ridges)
+    check_indices(owner, "shared_experts", [1, 2], size=4)  a list of indices in [0, size) -> list[int]
+    check_instance(owner, "router", router, Router)         an object of a given type (a module, a tensor)
+    check_weight(owner, "up", tensor, shape=(16, 8))        a finite floating-point tensor of that shape
+    check_id_tensor(owner, "modality_ids", ids, (B, S))     an integer tensor of exactly that shape
+    check_sub_configs(config)                               sub-config dicts name an architecture transformers knows
     check_choice(owner, "router", "top_k", ("top_k", "threshold"))
     check_bool(owner, normalize=True)                       True or False, nothing that merely looks like one
     renamed("top-2", {"top-2": "top_2"}, "plan")            an old spelling -> the new one, with a FutureWarning
@@ -13,8 +18,11 @@ every error names its owner and the field ("MoiieConfig.num_experts must be a po
 
 `owner` is a class name, a class or an instance (its class name is used), or None for a bare field name.
 A bool is never accepted as a number (True is an int to Python, never a sensible expert count), and
-NaN / inf are refused wherever a number is expected. A value of the wrong type raises `FieldTypeError`,
-which is both a TypeError and a ValueError, so `except ValueError` catches every bad field.
+NaN / inf are refused wherever a number is expected, and so is any number beyond +-LARGEST_NUMBER (1e6):
+no coefficient, scale, ridge or capacity factor of a working model comes near it, and 1e300 times a
+loss is inf in fp32 (NaN losses, an OverflowError in the capacity formula at the first forward). A value
+of the wrong type raises `FieldTypeError`, which is both a TypeError and a ValueError, so
+`except ValueError` catches every bad field.
 """
 from __future__ import annotations
 
@@ -23,6 +31,10 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterable, Mapping
+
+import torch
+
+LARGEST_NUMBER = 1e6  # the largest magnitude any number field accepts (see the module docstring)
 
 
 class FieldTypeError(TypeError, ValueError):
@@ -96,6 +108,9 @@ def check_number(owner, name: str, value, *, low=None, high=None, low_open: bool
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
         raise ValueError(f"{field_name(owner, name)} must be {rule}, got {value!r}")
+    if abs(value) > LARGEST_NUMBER:
+        raise ValueError(f"{field_name(owner, name)} must be {rule} and at most {LARGEST_NUMBER:g} in magnitude, "
+                         f"got {value!r}")
 
 
 def check_non_negative(owner, *, allow_none: bool = False, **fields) -> None:
@@ -119,6 +134,62 @@ def check_bool(owner, **fields) -> None:
             raise FieldTypeError(f"{field_name(owner, name)} must be True or False, got {value!r}")
 
 
+# -- indices, objects and tensors -----------------------------------------------------------------
+def check_indices(owner, name: str, value, *, size: int | None = None, allow_empty: bool = True) -> list[int]:
+    """A list or tuple of ints (not bools) in [0, size) -> a list. A string or a set is refused: "12"
+    would read as indices "1" and "2", a set has no order."""
+    what = f"a list of indices in [0, {size})" if size is not None else "a list of indices >= 0"
+    if not isinstance(value, (list, tuple)):
+        raise FieldTypeError(f"{field_name(owner, name)} must be {what}, got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{field_name(owner, name)} must be {what}, not empty")
+    for i, index in enumerate(value):
+        check_non_negative_int(owner, **{f"{name}[{i}]": index})
+        if size is not None and index >= size:
+            raise ValueError(f"{field_name(owner, name)}[{i}] is {index!r}, outside [0, {size})")
+    return [int(index) for index in value]
+
+
+def check_instance(owner, name: str, value, kind: type | tuple[type, ...], *, allow_none: bool = False) -> None:
+    """`value` must be an instance of `kind` (or None with `allow_none`)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        expected = " or ".join(k.__name__ for k in kinds) + (" or None" if allow_none else "")
+        raise FieldTypeError(f"{field_name(owner, name)} must be a {expected}, got {type(value).__name__} {value!r:.80}")
+
+
+def check_weight(owner, name: str, value, *, shape: tuple[int, ...] | None = None, dims: int | None = None,
+                 allow_none: bool = False) -> None:
+    """`value` must be a floating-point tensor (of `shape`, or with `dims` dimensions) without NaN / inf:
+    an integer tensor would be silently cast and a non-finite weight poisons every output it reaches.
+    Meta tensors (shapes only) skip the finiteness check."""
+    if value is None and allow_none:
+        return
+    check_instance(owner, name, value, torch.Tensor, allow_none=allow_none)
+    if not value.is_floating_point():
+        raise FieldTypeError(f"{field_name(owner, name)} must be a floating-point tensor, got dtype {value.dtype}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{field_name(owner, name)} must have shape {tuple(shape)}, got {tuple(value.shape)}")
+    if dims is not None and value.dim() != dims:
+        raise ValueError(f"{field_name(owner, name)} must be a {dims}-D tensor, got shape {tuple(value.shape)}")
+    if not value.is_meta and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{field_name(owner, name)} holds NaN or inf values")
+
+
+def check_id_tensor(owner, name: str, value, shape: tuple[int, ...], note: str = "") -> None:
+    """`value` must be an integer tensor (token / modality ids) of exactly `shape`: a float or bool tensor
+    would compare unequal to every id, and a transposed, flattened or shifted one assigns ids to the
+    wrong tokens."""
+    check_instance(owner, name, value, torch.Tensor)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise FieldTypeError(f"{field_name(owner, name)} must be an integer tensor, got dtype {value.dtype}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{field_name(owner, name)} must have shape {tuple(shape)}{f' ({note})' if note else ''}, "
+                         f"got {tuple(value.shape)}")
+
+
 # -- renamed spellings ---------------------------------------------------------------------------
 def renamed(name: str, renames: Mapping[str, str], what: str, stacklevel: int = 3) -> str:
     """The current spelling of `name`: an old one from `renames` is accepted with a FutureWarning
@@ -132,6 +203,21 @@ def renamed(name: str, renames: Mapping[str, str], what: str, stacklevel: int = 
 
 
 # -- transformers v5 configs ---------------------------------------------------------------------
+def check_sub_configs(config) -> None:
+    """Call before PreTrainedConfig.__post_init__ builds the sub-configs: a dict whose `model_type`
+    transformers does not know would fail there with a message that names no field."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for name in getattr(type(config), "sub_configs_defaults", {}):
+        value = getattr(config, name)
+        if not isinstance(value, Mapping) or "model_type" not in value:
+            continue  # a config object, None (the default) or a dict of the default architecture's fields
+        model_type = value["model_type"]
+        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+            raise ValueError(f"{field_name(config, name)}: model_type {model_type!r} is not an architecture "
+                             "transformers knows")
+
+
 def _type_text(annotation) -> str:
     return getattr(annotation, "__name__", None) if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
@@ -182,6 +268,7 @@ def strict_config(cls):
 
 
 __all__ = [
-    "FieldTypeError", "check_bool", "check_choice", "check_non_negative", "check_non_negative_int", "check_number",
-    "check_positive_int", "field_name", "renamed", "strict_config",
+    "LARGEST_NUMBER", "FieldTypeError", "check_bool", "check_choice", "check_id_tensor", "check_indices", "check_instance",
+    "check_non_negative", "check_non_negative_int", "check_number", "check_positive_int", "check_sub_configs",
+    "check_weight", "field_name", "renamed", "strict_config",
 ]

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.expert_banks import ExpertBank, activation
+from ..core.validation import check_positive_int
 from .ffn_weights import FFNWeights
 from .registry import ExpertPlan, register_expert_kind
 
@@ -34,9 +35,10 @@ class BottleneckExperts(ExpertBank):
     `intermediate_size` of the ExpertBank is the bottleneck b."""
 
     def __init__(self, num_experts: int, hidden_size: int, bottleneck_size: int, act: str = "gelu"):
+        check_positive_int(self, bottleneck_size=bottleneck_size)  # before the bank reports it as intermediate_size
         super().__init__(num_experts, hidden_size, bottleneck_size)
         self.bottleneck_size = bottleneck_size
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
         self.down_proj = nn.Parameter(torch.empty(num_experts, bottleneck_size, hidden_size))  # W_down
         self.up_proj = nn.Parameter(torch.zeros(num_experts, hidden_size, bottleneck_size))  # W_up = 0
         self.reset_parameters()

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.expert_banks import activation
+from ..core.validation import check_number, check_weight
+
 
 @dataclass
 class FFNWeights:
@@ -21,6 +24,20 @@ class FFNWeights:
     up_bias: torch.Tensor | None = None  # [I]
     down_bias: torch.Tensor | None = None  # [H]
     dropout: float = 0.0  # applied to the FFN output in training (GPT-2's resid_pdrop)
+
+    def __post_init__(self):
+        # every expert builder copies these tensors: a wrong shape or a NaN would end up in E experts
+        check_weight(self, "up", self.up, dims=2)
+        check_weight(self, "down", self.down, dims=2)
+        intermediate, hidden = self.up.shape
+        if tuple(self.down.shape) != (hidden, intermediate):
+            raise ValueError(f"FFNWeights.up {tuple(self.up.shape)} [I, H] and FFNWeights.down {tuple(self.down.shape)} "
+                             "[H, I] are not one FFN's weights")
+        check_weight(self, "gate", self.gate, shape=(intermediate, hidden), allow_none=True)
+        check_weight(self, "up_bias", self.up_bias, shape=(intermediate,), allow_none=True)
+        check_weight(self, "down_bias", self.down_bias, shape=(hidden,), allow_none=True)
+        activation(self.act, self)
+        check_number(self, "dropout", self.dropout, low=0, high=1, high_open=True)
 
     @property
     def kind(self) -> str:

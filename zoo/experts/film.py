@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.dispatch import dispatch
+from ..core.dispatch import check_backend, dispatch
 from ..core.expert_banks import ExpertBank
 from ..core.routing import Router, RoutingResult
-from ..core.validation import check_number, check_positive_int
+from ..core.validation import check_instance, check_number, check_positive_int
 
 
 class FiLMExperts(ExpertBank):
@@ -60,6 +60,8 @@ class FeatureModulatedExperts(nn.Module):
         super().__init__()
         check_positive_int(self, hidden_size=hidden_size, adaptor_ratio=adaptor_ratio)
         check_number(self, "dropout", dropout, low=0, high=1, high_open=True)
+        check_instance(self, "router", router, Router)
+        check_backend(self, dispatch_backend)
         if router.hidden_size != hidden_size:
             raise ValueError(f"router hidden_size ({router.hidden_size}) != FME hidden_size ({hidden_size})")
         self.hidden_size = hidden_size

@@ -42,7 +42,7 @@ class LoRAExperts(ExpertBank):
         self.rank = rank
         self.scaling = alpha / rank
         self.per_expert_base = per_expert_base
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
         # the frozen dense FFN(s) (Uni-MoE trains only the deltas and the router)
         stack = (num_experts,) if per_expert_base else ()
         self.gate_up_proj = nn.Parameter(torch.empty(*stack, 2 * intermediate_size, hidden_size), requires_grad=False)

@@ -9,7 +9,6 @@ others register themselves from their own modules in this room. `zoo.upcycling` 
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
@@ -42,9 +41,13 @@ def register_expert_kind(name: str, builder: ExpertBuilder) -> None:
 
 
 def stack_parts(parts: list[FFNWeights], name: str, plan: ExpertPlan, scale: float = 1.0) -> nn.Parameter:
-    """[E, ...] parameter from one tensor per expert; copies are expanded once (one allocation),
-    then optionally jittered by `init_noise` x std(W)."""
-    tensors = [getattr(p, name) for p in parts]
+    """[E, ...] parameter from each expert's `name` tensor (see stack_tensors)."""
+    return stack_tensors([getattr(p, name) for p in parts], plan, scale)
+
+
+def stack_tensors(tensors: list[torch.Tensor], plan: ExpertPlan, scale: float = 1.0) -> nn.Parameter:
+    """[E, ...] parameter from one tensor per expert; copies (the same object E times) are expanded
+    once (one allocation), then optionally jittered by `init_noise` x std(W)."""
     if all(t is tensors[0] for t in tensors):
         stacked = tensors[0].unsqueeze(0).expand(len(tensors), *tensors[0].shape).clone()
     else:
@@ -67,10 +70,10 @@ def build_glu_experts(parts: list[FFNWeights], plan: ExpertPlan) -> GLUExperts:
         raise ValueError(f"expert kind 'glu' needs a gated (SwiGLU/GeGLU) FFN; this architecture's FFN is {first.kind!r}")
     bank = _empty_bank(GLUExperts, len(parts), first.hidden_size, first.intermediate_size, act=first.act)
     if all(p is first for p in parts):  # copies: fuse gate and up once
-        gate_up = [dataclasses.replace(first, up=torch.cat([first.gate, first.up], dim=0))] * len(parts)
+        gate_up = [torch.cat([first.gate, first.up], dim=0)] * len(parts)
     else:
-        gate_up = [dataclasses.replace(p, up=torch.cat([p.gate, p.up], dim=0)) for p in parts]
-    bank.gate_up_proj = stack_parts(gate_up, "up", plan)  # [E, 2I, H]
+        gate_up = [torch.cat([p.gate, p.up], dim=0) for p in parts]
+    bank.gate_up_proj = stack_tensors(gate_up, plan)  # [E, 2I, H]
     bank.down_proj = stack_parts(parts, "down", plan, plan.scale)  # [E, H, I]
     return bank
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..core.dispatch import eager_grouped_linear, register_backend
 from ..core.expert_banks import ExpertBank, activation
-from ..core.validation import check_bool, check_number, check_positive_int
+from ..core.validation import check_bool, check_number, check_positive_int, check_weight
 from .ffn_weights import FFNWeights
 from .low_rank import lora_pair
 from .registry import ExpertPlan, copy_expert_options, register_expert_kind
@@ -101,11 +101,17 @@ class TernaryGLUExperts(ExpertBank):
 
     def __init__(self, num_experts: int, gate_up: torch.Tensor, down: torch.Tensor, act: str = "silu",
                  lora_rank: int | None = None, lora_alpha: float | None = None, packed: bool = False):
-        super().__init__(num_experts, gate_up.shape[1], down.shape[1])
+        check_weight(self, "gate_up", gate_up, dims=2)
+        check_weight(self, "down", down, dims=2)
+        (fused, hidden), (down_out, intermediate) = gate_up.shape, down.shape
+        if fused != 2 * intermediate or down_out != hidden:
+            raise ValueError(f"{type(self).__name__}.gate_up {tuple(gate_up.shape)} [2I, H] and "
+                             f"{type(self).__name__}.down {tuple(down.shape)} [H, I] are not one SwiGLU FFN's weights")
+        super().__init__(num_experts, hidden, intermediate)
         check_positive_int(self, allow_none=True, lora_rank=lora_rank)
         check_number(self, "lora_alpha", lora_alpha, low=0, low_open=True, allow_none=True)
         check_bool(self, packed=packed)
-        self.act_fn = activation(act)
+        self.act_fn = activation(act, self)
         self.lora_rank = lora_rank
         self.scaling = 1.0 if lora_rank is None else (lora_rank if lora_alpha is None else lora_alpha) / lora_rank
         self.shapes = {"gate_up_proj": tuple(gate_up.shape), "down_proj": tuple(down.shape)}

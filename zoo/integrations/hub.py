@@ -22,6 +22,7 @@ import string
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .native_export import decoder_and_plan, export_native
@@ -172,11 +173,23 @@ def render_model_card(model: nn.Module, base_model: str, license: str = "apache-
 
 
 # -- export / push -------------------------------------------------------------------------------
+def check_finite_weights(model: nn.Module) -> None:
+    """Refuse NaN/inf weights before they reach a Hub folder: a model whose experts never loaded held such
+    values (StrictMoeLoading now refuses that load; this catches whatever else produced them)."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise ValueError(f"refusing to export {type(model).__name__}: non-finite (NaN/inf) values in "
+                         f"{', '.join(bad[:3])}{more}")
+
+
 def export(model: nn.Module, folder: str | Path, *, native: bool = False, base_model: str | None = None,
            license: str = "apache-2.0", figures: dict[str, str] | None = None, tokenizer=None, **save_kwargs) -> Path:
     """Write a Hub-ready folder: weights (safetensors), config, model card, tokenizer if given, and
     either the bundled runtime code (`trust_remote_code=True`, default) or a native Mixtral/Qwen3-MoE
     checkpoint (`native=True`)."""
+    check_finite_weights(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     decoder, _ = decoder_and_plan(model)
@@ -219,4 +232,4 @@ def push(folder: str | Path, repo_id: str, *, token: str | None = None, private:
     return str(api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message))
 
 
-__all__ = ["active_parameters", "entry_points", "export", "push", "render_model_card", "runtime_modules", "write_runtime_code"]
+__all__ = ["active_parameters", "check_finite_weights", "entry_points", "export", "push", "render_model_card", "runtime_modules", "write_runtime_code"]

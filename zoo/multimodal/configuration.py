@@ -9,8 +9,8 @@ again before `save_pretrained`; every error names the class and the field.
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..core.validation import (check_choice, check_non_negative, check_positive_int, field_name, renamed,
-                               strict_config)
+from ..core.validation import (check_choice, check_non_negative, check_positive_int, check_sub_configs, field_name,
+                               renamed, strict_config)
 
 DEFAULT_VISION_TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 128, "feature_layer": -1,
                         "weights": "mobilenet_v2"}
@@ -77,6 +77,7 @@ class MultimodalMoeConfig(PreTrainedConfig):
         self.vision_tower = dict(self.vision_tower if self.vision_tower is not None else DEFAULT_VISION_TOWER)
         if isinstance(self.moe_layers, tuple):
             self.moe_layers = list(self.moe_layers)
+        check_sub_configs(self)
         super().__post_init__(**kwargs)
 
     def validate_architecture(self) -> None:

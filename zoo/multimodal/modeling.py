@@ -26,6 +26,8 @@ from transformers.utils import ModelOutput
 from ..core.modalities import MODALITY_IDS
 from ..core.modality_router import ModalityRouter
 from ..core.routing import RoutingResult
+from ..core.validation import check_id_tensor
+from ..integrations.checkpoint_keys import StrictMoeLoading
 from ..upcycling.layer import UpcycledFFN
 from ..upcycling.plan import UpcyclePlan
 from ..upcycling.sparse_upcycling import upcycle
@@ -49,7 +51,7 @@ class MultimodalMoeOutput(ModelOutput):
     modality_ids: torch.Tensor | None = None
 
 
-class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
+class MultimodalMoeForConditionalGeneration(StrictMoeLoading, PreTrainedModel, GenerationMixin):
     """Dense baseline when subclasses do not override `upcycle_plan`: each chosen FFN becomes a
     single expert (the FFN plus an optional LoRA delta) so it trains exactly like the MoE systems."""
 
@@ -139,6 +141,10 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
         return splice_image_features(input_ids, text_embeds, features, self.config.image_token_id)
 
     # -- forward -------------------------------------------------------------------------------------
+    def check_modality_ids(self, modality_ids, tokens: tuple[int, int]) -> None:
+        check_id_tensor(type(self), "modality_ids", modality_ids, tokens,
+                        note="one zoo.MODALITY_IDS id per token of this forward; with a KV cache, the new tokens only")
+
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache: bool | None = None, modality_ids=None,
                 output_router_logits: bool = False, logits_to_keep: int = 0, **kwargs):
@@ -147,8 +153,17 @@ class MultimodalMoeForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("pass input_ids (with pixel_values for the image placeholders) or inputs_embeds")
-            inputs_embeds, modality_ids = self.embed(input_ids, pixel_values)  # [B, S, H], [B, S]
-        elif modality_ids is None:
+            inputs_embeds, spliced_ids = self.embed(input_ids, pixel_values)  # [B, S, H], [B, S]
+            if modality_ids is not None:  # never replaced silently: they must say what input_ids say
+                self.check_modality_ids(modality_ids, tuple(spliced_ids.shape))
+                wrong = (modality_ids.to(spliced_ids.device) != spliced_ids).sum().item()
+                if wrong:
+                    raise ValueError(f"{type(self).__name__}: modality_ids disagree with the image placeholders of "
+                                     f"input_ids at {wrong} positions; pass input_ids alone (the ids follow from them)")
+            modality_ids = spliced_ids
+        elif modality_ids is not None:
+            self.check_modality_ids(modality_ids, tuple(inputs_embeds.shape[:2]))
+        else:
             if any(isinstance(ffn.moe.router, ModalityRouter) for ffn in self.moe_feed_forwards()):
                 raise ValueError(
                     f"{type(self).__name__}: inputs_embeds without modality_ids, but this model's MoE layers use a "

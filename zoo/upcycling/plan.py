@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..core.dispatch import check_backend
 from ..core.modalities import MODALITY_IDS
 from ..core.presets import Presets
-from ..core.validation import (FieldTypeError, check_bool, check_choice, check_non_negative, check_non_negative_int,
-                               check_number, check_positive_int, field_name)
+from ..core.validation import (FieldTypeError, check_bool, check_choice, check_indices, check_non_negative,
+                               check_number, check_positive_int)
 from ..experts.registry import EXPERT_KINDS
 
 ROUTER_KINDS = ("top_k", "threshold", "modality")
@@ -20,11 +21,7 @@ ROUTER_INITS = ("normal", "zeros")
 
 def expert_indices(owner, name: str, experts) -> list[int]:
     """A list (or tuple) of expert indices, each an int >= 0 -> a list of ints."""
-    if not isinstance(experts, (list, tuple)):
-        raise FieldTypeError(f"{field_name(owner, name)} must be a list of expert indices, got {experts!r}")
-    for i, e in enumerate(experts):
-        check_non_negative_int(owner, **{f"{name}[{i}]": e})
-    return [int(e) for e in experts]
+    return check_indices(owner, name, experts)
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -99,8 +96,7 @@ class UpcyclePlan:
         elif isinstance(self.layers, bool) or not (self.layers in LAYER_CHOICES or (isinstance(self.layers, int) and self.layers > 0)):
             raise ValueError(f"UpcyclePlan.layers must be one of {LAYER_CHOICES}, a positive int n (every n-th) or a list of indices, got {self.layers!r}")
         check_choice(self, "experts", self.experts, EXPERT_INITS)
-        if self.expert_kind is not None and self.expert_kind not in EXPERT_KINDS:
-            raise ValueError(f"UpcyclePlan.expert_kind {self.expert_kind!r} is not registered; known: {sorted(EXPERT_KINDS)}")
+        check_choice(self, "expert_kind", self.expert_kind, (None, *sorted(EXPERT_KINDS)))
         if not isinstance(self.expert_options, dict):
             raise FieldTypeError(f"UpcyclePlan.expert_options must be a dict, got {self.expert_options!r}")
         check_number(self, "expert_scale", self.expert_scale, low=0, low_open=True, allow_none=True)
@@ -109,8 +105,7 @@ class UpcyclePlan:
         if self.shared_ffn_gate and self.shared_ffn is None:
             raise ValueError("UpcyclePlan.shared_ffn_gate needs shared_ffn='dense'")
         check_non_negative(self, router_aux_loss_coef=self.router_aux_loss_coef, router_z_loss_coef=self.router_z_loss_coef)
-        if not isinstance(self.dispatch_backend, str):
-            raise FieldTypeError(f"UpcyclePlan.dispatch_backend must be a backend name (str), got {self.dispatch_backend!r}")
+        check_backend(self, self.dispatch_backend)
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise FieldTypeError(f"UpcyclePlan.seed must be an int or None, got {self.seed!r}")
 

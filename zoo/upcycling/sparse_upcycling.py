@@ -82,6 +82,18 @@ def _ffn_parts(weights: FFNWeights, plan: UpcyclePlan, layer: int) -> list[FFNWe
     return [weights.part(e, plan.num_experts) for e in range(plan.num_experts)]
 
 
+def _check_every_weight_is_copied(dense: nn.Module, weights: FFNWeights, layer: int) -> None:
+    """The experts are built from `weights` alone: a dense FFN parameter outside them (the learnable slope
+    of hidden_act="prelu", say) would silently be left out of every expert."""
+    copied = {t.untyped_storage().data_ptr() for t in (weights.up, weights.down, weights.gate, weights.up_bias,
+                                                       weights.down_bias) if t is not None}
+    left_out = [name for name, p in dense.named_parameters() if p.untyped_storage().data_ptr() not in copied]
+    if left_out:
+        raise ValueError(f"layer {layer}: the dense FFN ({type(dense).__name__}) has parameters the experts would not "
+                         f"copy: {left_out} (a learnable activation, act={weights.act!r}?); upcycling supports FFNs "
+                         "whose only parameters are their projections")
+
+
 def _routing_context(model: nn.Module) -> RoutingContext:
     context = getattr(model, "routing_context", None)
     if context is None:
@@ -113,6 +125,7 @@ def upcycle(model: nn.Module, plan: UpcyclePlan | str) -> nn.Module:
         if isinstance(dense, UpcycledFFN):
             raise ValueError(f"layer {index} is already upcycled")
         weights = adapter.read(dense, config, index)
+        _check_every_weight_is_copied(dense, weights, index)
         builder = EXPERT_KINDS[kind or weights.kind]
         experts = builder(_ffn_parts(weights, plan, index), plan)
         router = build_router(plan, weights.hidden_size).to(weights.up.device)
