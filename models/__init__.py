@@ -13,6 +13,7 @@ from . import moiie, mote, moe_llava  # noqa: E402,F401  (vision-language MoEs: 
 from . import xmoe  # noqa: E402,F401  (XMoE: AutoModelForCausalLM, model_type "xmoe")
 from . import mome  # noqa: E402,F401  (MoME: AutoModelForSpeechSeq2Seq + the ASR pipeline, model_type "mome")
 from . import unimoe  # noqa: E402,F401  (Uni-MoE: AutoModel / AutoModelForImageTextToText, model_type "unimoe")
+from . import mova  # noqa: E402,F401  (MoVA: AutoModel / AutoModelForImageTextToText, model_type "mova")
 
 
 def trained_dir(system: str) -> Path:

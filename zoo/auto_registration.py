@@ -28,6 +28,7 @@ MODEL_PACKAGES: dict[str, str] = {
     "mofme": "zoo.models.mofme",
     "mome": "zoo.models.mome",
     "unimoe": "zoo.models.unimoe",
+    "mova": "zoo.models.mova",
 }
 _AUTO_MODULE = "transformers.models.auto.configuration_auto"
 
