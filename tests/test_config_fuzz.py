@@ -225,6 +225,33 @@ CONFIG_FIELDS = {
         "dispatch_backend": bad_choices(BACKENDS),
         "output_router_logits": bad_flags(),
     },
+    "MovaConfig": {
+        "text_config": bad_sub_configs(),
+        "vision_tower": bad_tower_specs("timm"),
+        "vision_experts": st.one_of(st.sampled_from([
+            [], "expert", {"name": "a"}, [{"name": "a"}], [{"name": "", "description": "d", "tower": {"kind": "timm"}}],
+            [{"name": "a", "description": "d", "tower": {"kind": "nope"}}],
+            [{"name": "a", "description": "d", "tower": {"kind": "timm"}, "extra": 1}],
+            [{"name": "a", "description": "d", "tower": {"kind": "timm"}}] * 2,  # duplicate names
+            [{"name": f"e{i}", "description": "d", "tower": {"kind": "timm"}} for i in range(27)]]), JUNK),
+        **{name: bad_ints() for name in ("num_adapter_blocks", "adapter_num_heads", "downsample_depth",
+                                         "routing_max_new_tokens")},
+        # more than the paper pool's 7 experts, or not a square grid of pooled tokens
+        "top_k_experts": bad_ints(high=7),
+        "max_routed_experts": bad_ints(high=7),
+        "image_token_budget": bad_ints() | st.sampled_from([575, 577, 1000]),
+        "num_routing_tokens": bad_ints() | st.sampled_from([143, 145, 676]),
+        **{name: bad_ints(none=True) for name in ("adapter_intermediate_size", "gate_hidden_size", "text_embed_size",
+                                                  "routing_lora_rank")},
+        "question_encoder": st.one_of(st.sampled_from([
+            "bert", 5, [], {}, {"config": {}, "weights": "all-minilm-l6-v2"}, {"weights": "other"},
+            {"weights": "all-minilm-l6-v2", "pooling": "max-ish"}, {"weights": "all-minilm-l6-v2", "extra": 1}]), JUNK),
+        "projector_type": bad_choices(("mlp2x_gelu", "linear")),
+        "image_token_id": st.one_of(st.integers(max_value=-1), st.booleans(), st.floats(), STRINGS, JUNK),
+        "coarse_routing": bad_flags(),
+        "routing_lora_alpha": bad_numbers(low=0, low_open=True),
+        "routing_lora_targets": st.one_of(st.sampled_from([[], "q_proj", [""], [1], ["q_proj", None]]), JUNK),
+    },
     "UpcycledMoeConfig": UPCYCLED_FIELDS,
     "XMoEConfig": {**UPCYCLED_FIELDS, "plan": UPCYCLED_FIELDS["plan"] | st.just({"router": "top_k"})},
 }

@@ -23,7 +23,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from zoo.core.validation import (FieldTypeError, check_bool, check_choice, check_non_negative_int, check_number,
                                  check_positive_int, check_sub_configs, strict_config)
-from zoo.multimodal.configuration import PROJECTOR_TYPES
+from zoo.multimodal.configuration import PROJECTOR_TYPES, VISION_TOWER_KINDS
 
 from .vision_experts import EXPERT_KINDS
 
@@ -183,6 +183,7 @@ class MovaConfig(PreTrainedConfig):
     def _validate_towers(self) -> None:
         if not isinstance(self.vision_tower, dict) or "kind" not in self.vision_tower:
             raise ValueError(f"MovaConfig.vision_tower must be a tower spec dict with a 'kind', got {self.vision_tower!r}")
+        check_choice(self, "vision_tower['kind']", self.vision_tower["kind"], VISION_TOWER_KINDS)
         experts = self.vision_experts
         if not isinstance(experts, list):
             raise FieldTypeError(f"MovaConfig.vision_experts must be a list of expert dicts, got {experts!r}")

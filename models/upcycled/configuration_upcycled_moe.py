@@ -34,6 +34,11 @@ class UpcycledMoeConfig(PreTrainedConfig):
     ```"""
 
     model_type = "zoo_upcycled_moe"
+    # transformers' tensor parallelism for the MoE layers, relative to each one (`...layers.N.mlp`): Mixtral's
+    # rules for the same [E, 2I, H] / [E, H, I] layout. The model adds them to its decoder's own plan
+    # (zoo.integrations.parallel_plans, which also says why there is no base_model_ep_plan).
+    moe_layer_tp_plan = {"moe.experts.gate_up_proj": "packed_colwise", "moe.experts.down_proj": "rowwise",
+                         "moe.experts": "moe_tp_experts"}
     sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
 
     text_config: dict | PreTrainedConfig | None = None

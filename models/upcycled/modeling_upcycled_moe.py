@@ -19,6 +19,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from ...core.expert_banks import ExpertBank
 from ...core.routing import Router
 from ...integrations.checkpoint_keys import StrictMoeLoading
+from ...integrations.parallel_plans import moe_tensor_parallel_plan
 from ...upcycling.layer import UpcycledFFN, upcycled_layers
 from ...upcycling.plan import UpcyclePlan, get_plan
 from ...upcycling.sparse_upcycling import upcycle
@@ -68,6 +69,10 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
         wrapper.config.text_config = model.config
         wrapper.config.dtype = model.dtype
         return wrapper
+
+    def init_parallel_plans(self) -> None:
+        super().init_parallel_plans()  # the decoder's plan (attention, embeddings, head)
+        self._tp_plan = moe_tensor_parallel_plan(self, self._tp_plan, self.config.moe_layer_tp_plan)
 
     # -- embeddings, delegated to the decoder ---------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
