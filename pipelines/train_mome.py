@@ -14,8 +14,8 @@ projector per compression rate): speech recognition with frozen SmolLM2-135M + f
               never trained or tuned on; greedy decoding
 
 Through accelerate (bf16 autocast where the CPU has native bf16, else fp32: zoo.core.precision); a checkpoint (trainable tensors + optimizer + scheduler +
-step) every `save_every` steps, written to a temporary file and renamed; `--resume` continues from it
-and replays the batch draws, so a resumed run sees the batches of an uninterrupted one.
+step + RNG, zoo.pipelines.checkpoints) every `save_every` steps, atomic, the last two kept; `--resume` continues
+from the newest and replays the batch draws, so a resumed run sees the batches of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from zoo.core.precision import autocast, mixed_precision
 from zoo.integrations.assets import cache_dir
 
 from . import speech_data
+from .checkpoints import Checkpoints
 from .speech_metrics import wer
 from .trained_parts import load_parts, save_parts
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
@@ -195,21 +196,13 @@ def train(model, data: EncodedSpeech, processor, schedule: list[list[int]], sett
         optimizer, lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     accelerator = cpu_accelerator(mixed_precision=mixed_precision())
     model, optimizer = accelerator.prepare(model, optimizer)
-    checkpoint = directory / "checkpoint.pt"
-    step, losses = 0, []
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
-        state = torch.load(checkpoint, weights_only=True)
-        if state.get("names") != names or state.get("steps") != steps:
-            raise ValueError(f"{checkpoint} was written by another run (other trainable tensors or step count)")
-        named = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, v in state["params"].items():
-                named[n].copy_(v)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses = state["step"], list(state["recent_losses"])
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    checkpoints = Checkpoints(directory, fingerprint={"names": names, "schedule": schedule, "seed": seed,
+                                                      **{k: settings[k] for k in ("batch_size", "lr")}})
+    if not resume:
+        checkpoints.clear()
+    step, extra = checkpoints.resume(trainable, optimizer, scheduler, required=resume)
+    losses = list(extra.get("recent_losses", []))
     rng = random.Random(seed * 1000 + 7)
     for _ in range(step):  # replay the draws already taken
         rng.sample(range(len(data)), settings["batch_size"])
@@ -230,12 +223,7 @@ def train(model, data: EncodedSpeech, processor, schedule: list[list[int]], sett
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
         if step % settings["save_every"] == 0 or step == steps:
-            directory.mkdir(parents=True, exist_ok=True)
-            partial = checkpoint.with_suffix(".partial")
-            torch.save({"params": {n: p.detach() for n, p in model.named_parameters() if p.requires_grad},
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                        "steps": steps, "names": names, "recent_losses": losses[-20:]}, partial)
-            partial.replace(checkpoint)  # atomic: a kill leaves the previous checkpoint whole
+            checkpoints.save(step, trainable, optimizer, scheduler, recent_losses=losses[-20:])
     bar.close()
     release(accelerator, model).eval()
     return sum(losses[-20:]) / max(1, len(losses[-20:]))

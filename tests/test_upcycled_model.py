@@ -67,6 +67,9 @@ def test_modality_ids_route_and_follow_generation():
     assert torch.equal(cached, uncached)
     with pytest.raises(ValueError, match=r"modality_ids must have shape \(1, 6\)"):
         model(prompt, modality_ids=modality[:, :4])
+    for wrong in (modality.flatten(), modality.T, torch.cat([modality, modality[:, :1]], dim=1)):
+        with pytest.raises(ValueError, match=r"modality_ids must have shape \(1, 6\) like the input_ids"):
+            model.generate(prompt, modality_ids=wrong, max_new_tokens=2, do_sample=False, pad_token_id=0)
 
 
 def test_inputs_embeds_equal_input_ids():

@@ -157,6 +157,11 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, modality_ids=None, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         if modality_ids is not None:
+            if kwargs.get("inputs_embeds") is None and tuple(modality_ids.shape) != tuple(input_ids.shape):
+                # the ids of the whole sequence so far, kept in step by _update_model_kwargs_for_generation: a
+                # flattened, transposed or shifted tensor would otherwise be sliced into the wrong tokens' ids
+                raise ValueError(f"modality_ids must have shape {tuple(input_ids.shape)} like the input_ids given to "
+                                 f"generate(), got {tuple(modality_ids.shape)}")
             current = inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]
             inputs["modality_ids"] = modality_ids[:, -current.shape[1]:]
         return inputs
