@@ -36,6 +36,7 @@ RECIPE_MODULES: dict[str, str] = {
     "mofme": "zoo.pipelines.train_mofme",
     "mome": "zoo.pipelines.train_mome",
     "unimoe": "zoo.pipelines.train_unimoe",
+    "mova": "zoo.pipelines.train_mova",
     **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe_llava", "dense_vl")},  # vision-language (issue 4)
 }
 # A system's name is its model_type (and its package under models/). Old spellings still work on the

@@ -19,7 +19,7 @@ MAPPED = {"zoo": "zoo", "zoo/models": "models", "zoo/pipelines": "pipelines", "z
 
 
 TRAINED_SUFFIXES = (".safetensors", ".json", ".txt", ".md")
-SYSTEMS_WITH_TRAINED = {"moiie", "mote", "moe_llava", "dense_vl", "mofme", "xmoe", "mome", "unimoe"}
+SYSTEMS_WITH_TRAINED = {"moiie", "mote", "moe_llava", "dense_vl", "mofme", "xmoe", "mome", "unimoe", "mova"}
 
 
 def source_files(folder: str, suffixes=(".py", ".md", ".json", ".safetensors", ".txt")) -> set[str]:

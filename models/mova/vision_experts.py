@@ -212,8 +212,9 @@ class VisionExpert(nn.Module):
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """Raw [0, 1] pixels -> this tower's input size and normalisation."""
         if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                                   align_corners=False)
+            # in fp32: torch's antialiased bilinear resize has no bf16 / fp16 kernel on the CPU
+            pixels = F.interpolate(pixels.float(), size=(self.image_size, self.image_size), mode="bilinear",
+                                   antialias=True, align_corners=False).to(pixels.dtype)
         mean = torch.tensor(self.image_mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
         return (pixels - mean) / std
