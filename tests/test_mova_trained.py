@@ -11,9 +11,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def recomputed():
+    import torch
+
     from zoo.pipelines.train_mova import evaluate_shipped
 
-    return evaluate_shipped()
+    # The report was computed with one torch thread (the recipe's setting on busy shared cores); bf16 sums split
+    # over two threads round differently: with torch's default 2 threads here, base-only "all" came out .706 against
+    # the shipped .696 (5 of 500 answers)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return evaluate_shipped()
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
