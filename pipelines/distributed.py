@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             out.write_text(json.dumps({"losses": losses, "settings": settings, **ran}))
         if save_state is not None:
             torch.save({k: v.detach().cpu() for k, v in state.items()}, save_state)
+    if torch.distributed.is_initialized():
+        # every rank waits for the writer, then the gloo group is torn down before the interpreter exits: left to
+        # interpreter shutdown, a rank's gloo threads sometimes aborted it ("terminate called without an active
+        # exception", exit -6) in a fresh-clone CI run
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
