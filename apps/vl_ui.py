@@ -42,6 +42,24 @@ def servable_copy(path: str) -> str:
     return str(target)
 
 
+def sample_dropdown(samples: list[tuple[str, str, str]]) -> gr.Dropdown:
+    return gr.Dropdown(choices=[f"{i}: {q} ({a})" for i, (_, q, a) in enumerate(samples)],
+                       label="or pick an easy-VQA test sample (expected answer in brackets)")
+
+
+def sample_chooser(samples: list[tuple[str, str, str]]):
+    """The dropdown's callback: "index: question (answer)" -> (a servable copy of the image, the question)."""
+    def choose(choice):
+        if not choice:
+            return gr.update(), gr.update()
+        index = choice.split(":")[0]
+        if not index.isdigit() or int(index) >= len(samples):
+            raise gr.Error(f"unknown easy-VQA sample {choice!r}: pick one from the list")
+        path, question, _ = samples[int(index)]
+        return servable_copy(path), question
+    return choose
+
+
 def build_tab(system: str, intro: str, extra_outputs=None) -> None:
     from zoo.pipelines.vl_demo import easyvqa_samples
 
@@ -55,8 +73,7 @@ def build_tab(system: str, intro: str, extra_outputs=None) -> None:
                              label=f"image (up to {MAX_IMAGE_PIXELS / 1e6:.1f} MP; shrunk to the model's input size)")
             question = gr.Textbox(label="question", placeholder="what shape is in the image?",
                                   elem_id=f"{key}-question")
-            pick = gr.Dropdown(choices=[f"{i}: {q} ({a})" for i, (_, q, a) in enumerate(samples)],
-                               label="or pick an easy-VQA test sample (expected answer in brackets)")
+            pick = sample_dropdown(samples)
             ask = gr.Button("Ask", variant="primary", elem_id=f"{key}-ask")
         with gr.Column():
             reply = gr.Textbox(label="answer", elem_id=f"{key}-answer")
@@ -66,14 +83,7 @@ def build_tab(system: str, intro: str, extra_outputs=None) -> None:
             if extra_outputs is not None:
                 extra_outputs()
 
-    def choose(choice):
-        if not choice:
-            return gr.update(), gr.update()
-        index = choice.split(":")[0]
-        if not index.isdigit() or int(index) >= len(samples):
-            raise gr.Error(f"unknown easy-VQA sample {choice!r}: pick one from the list")
-        path, q, _ = samples[int(index)]
-        return servable_copy(path), q
+    choose = sample_chooser(samples)
 
     def ask_model(image, question):
         return run(system, image, question)

@@ -4,11 +4,9 @@
 """
 from __future__ import annotations
 
-import argparse
-import importlib.resources
 import json
-import string
-from pathlib import Path
+
+from .card_cli import card_main, fill_template
 
 
 def shipped_results() -> dict:
@@ -27,19 +25,11 @@ def render(results: dict | None = None) -> str:
     values = {**{k: v for k, v in settings.items()}, "top_k": settings["num_experts_per_tok"],
               "dense_steps": results["dense_steps"], "tables": format_tables(results, "test"),
               "total_minutes": round(results["seconds"]["total"] / 60, 1)}
-    template = importlib.resources.files("zoo.model_cards").joinpath("unimoe.md").read_text()
-    return string.Template(template).substitute(values)
+    return fill_template("unimoe.md", values)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m zoo.pipelines.unimoe_card", description=__doc__.splitlines()[0])
-    parser.add_argument("output", nargs="?", default=None, help="where the card goes (default: print it)")
-    card = render()
-    args = parser.parse_args(argv)
-    if args.output:
-        Path(args.output).write_text(card)
-    else:
-        print(card)
+    card_main(render, "python -m zoo.pipelines.unimoe_card", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

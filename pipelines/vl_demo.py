@@ -78,8 +78,8 @@ def routing_tables(prompt_routing, num_experts: int, modalities=("image", "text"
     return rows, shares
 
 
-def answer(system: str, image, question: str) -> dict:
-    """-> {"answer", "rows" (layer, modality, tokens, share per expert), "shares", "headers"}; ValueError on bad input."""
+def checked_image_question(image, question: str | None):
+    """-> (the decoded image, the stripped question); ValueError naming what is wrong with either."""
     if image is None:
         raise ValueError("no image: upload one or pick an easy-VQA sample")
     question = (question or "").strip()
@@ -89,7 +89,12 @@ def answer(system: str, image, question: str) -> dict:
         raise ValueError(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
     if IMAGE_TOKEN in question:
         raise ValueError(f"the question may not contain {IMAGE_TOKEN}: the image is attached once, by the app")
-    picture = load_image(image)
+    return load_image(image), question
+
+
+def answer(system: str, image, question: str) -> dict:
+    """-> {"answer", "rows" (layer, modality, tokens, share per expert), "shares", "headers"}; ValueError on bad input."""
+    picture, question = checked_image_question(image, question)
     model, processor, _ = get_system(system)
     batch = processor(images=[picture], text=processor.prompt(question))
     end_id = processor.tokenizer.convert_tokens_to_ids(vqa.END)

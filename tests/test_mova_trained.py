@@ -48,3 +48,14 @@ def test_trained_mova_beats_the_majority_answer_on_yes_no_and_shape(recomputed):
     # yes/no) and one shape of three; colour is at chance here and the README says so
     accuracy = recomputed["accuracy"]["MoVA coarse+fine"]
     assert accuracy["yes/no"] > 0.6 and accuracy["shape"] > 0.5
+
+
+def test_the_model_card_prints_the_recomputed_table(recomputed):
+    from zoo.pipelines.mova_card import render, shipped_report
+
+    def table_rows(card: str) -> list[str]:
+        return [line for line in card.splitlines() if line.startswith("| ")]
+
+    card = render()
+    assert "$" not in card.split("```")[0]  # every field filled
+    assert table_rows(card) and table_rows(card) == table_rows(render({**shipped_report(), "test": recomputed}))
