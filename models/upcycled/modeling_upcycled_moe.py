@@ -60,8 +60,20 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
     @classmethod
     def from_dense(cls, model: PreTrainedModel, plan: UpcyclePlan | str) -> "UpcycledMoeForCausalLM":
         """Upcycle a loaded dense model (in place, no weight copy beyond the experts) and wrap it."""
-        plan = get_plan(plan) if isinstance(plan, str) else plan
-        upcycle(model, plan)
+        return cls.wrap(upcycle(model, get_plan(plan) if isinstance(plan, str) else plan))
+
+    @classmethod
+    def wrap(cls, model: PreTrainedModel) -> "UpcycledMoeForCausalLM":
+        """A causal LM already upcycled in place by `zoo.upcycle`, as this class (the same modules, no copy): its
+        `save_pretrained` folder carries the plan, so `AutoModelForCausalLM.from_pretrained` rebuilds the experts."""
+        plan = getattr(model, "upcycle_plan", None)
+        if plan is None or not upcycled_layers(model):
+            raise ValueError(f"{type(model).__name__} has no upcycled layers: call zoo.upcycle(model, plan) first, "
+                             "or UpcycledMoeForCausalLM.from_dense(model, plan)")
+        if type(model.config) not in MODEL_FOR_CAUSAL_LM_MAPPING or model.get_output_embeddings() is None:
+            raise ValueError(f"{type(model).__name__} is not a causal language model (no LM head): an upcycled "
+                             f"{type(model).__name__} cannot be saved as UpcycledMoeForCausalLM; upcycle the task "
+                             "model instead (AutoModelForCausalLM.from_pretrained, then zoo.upcycle)")
         config = cls.config_class(text_config=model.config, plan=plan)
         with torch.device("meta"):  # skeleton only; the upcycled decoder is put in below
             wrapper = cls(config)
@@ -174,3 +186,10 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
 
 
 __all__ = ["UpcycledMoeForCausalLM", "UpcycledMoePreTrainedModel"]
+
+
+def save_in_place_upcycled(model: PreTrainedModel, save_directory, *args, **kwargs):
+    """`save_pretrained` of a transformers model upcycled in place (zoo.upcycle binds it): saved under its own dense
+    config, transformers would reload it as the dense model and drop every expert, so it is saved as
+    UpcycledMoeForCausalLM instead."""
+    return UpcycledMoeForCausalLM.wrap(model).save_pretrained(save_directory, *args, **kwargs)

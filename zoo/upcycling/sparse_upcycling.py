@@ -31,6 +31,8 @@ banks, "lora", "ternary" and the others from their modules in zoo.experts.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import types
 from collections.abc import Iterator
 
 import torch
@@ -139,7 +141,26 @@ def upcycle(model: nn.Module, plan: UpcyclePlan | str) -> nn.Module:
         setattr(layer, adapter.ffn_attribute, upcycled)
         del dense, weights  # the dense FFN goes now (unless kept as the shared FFN), before the next layer's copies
     model.upcycle_plan = plan
+    _save_with_experts(model)
     return model
+
+
+# `save_pretrained` of a transformers model upcycled in place; the model class lives above zoo (zoo.models), so it
+# is found by name when a save happens, the way zoo.auto_registration finds the model packages
+IN_PLACE_SAVER = ("zoo.models.upcycled.modeling_upcycled_moe", "save_in_place_upcycled")
+
+
+def _save_in_place_upcycled(self, save_directory, *args, **kwargs):
+    module, name = IN_PLACE_SAVER
+    return getattr(importlib.import_module(module), name)(self, save_directory, *args, **kwargs)
+
+
+def _save_with_experts(model: nn.Module) -> None:
+    """A transformers model keeps its dense config after `upcycle`: its own `save_pretrained` would write a folder
+    that reloads without the experts (transformers only warns about the unexpected keys). Bound to the instance
+    (`types.MethodType`, so copies rebind it) so that it saves as the zoo's upcycled class, or refuses."""
+    if isinstance(getattr(model, "save_pretrained", None), types.MethodType) and hasattr(model, "config"):
+        model.save_pretrained = types.MethodType(_save_in_place_upcycled, model)
 
 
 @contextlib.contextmanager
