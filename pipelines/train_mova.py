@@ -6,7 +6,9 @@
               MiniLM (all frozen). Trained: MoV-Adapter + downsampler + projector, then the routing LoRA.
     data      easy-VQA train, minus `validation_images` held-out images (the validation split: easy-VQA has none);
               easy-VQA test, a fixed `eval_questions` subset (seed 0) for the report.
-    stage 1   adapter + downsampler + projector on the answer loss, each training sample with a fixed random expert
+    stage 1   adapter + downsampler + projector (+ with `--set answer_lora_rank=8` an answer-pass LoRA on q/v, on
+              only outside the routing pass: the paper fine-tunes the LLM here) on the answer loss, each training
+              sample with a fixed random expert
               mask (every expert allowed with probability `expert_rate`), so that one adapter learns to use any
               subset of the pool, the empty one included
     labels    the paper's routing labels (§3.4): expert j is useful for sample i when the answer loss with j alone is
@@ -20,10 +22,9 @@
               (the gate) routing. Plus how often pass 1 picks each expert per question type, pass 1's agreement
               with the validation labels, and the routing pass's cost in seconds per question.
 
-Not trained: the LLM in the answer pass. The VL recipe's LoRA (pipelines.train_vl) is the per-expert LoRA of its
-upcycled MoE FFNs; MoVA's experts are the vision towers, and its only LLM adapter is the routing LoRA (MovaConfig
-has no answer-pass LoRA), so the answer pass reads the frozen SmolLM2 through the projector, as the VL recipe's
-stage 1 does.
+The LLM's own weights stay frozen; it adapts through the pass LoRAs only (models.mova.routing_lora). The shipped
+parts have no answer LoRA: a run with one (rank 8) left colour questions at chance as well, was on par overall
+(.724 vs .710) and made pass 1 pick every expert for every question (README).
 
 Answers are scored as in pipelines.vl_easyvqa: teacher-forced greedy exact match (the answer pass); pass 1 is
 real greedy generation. Checkpoints (pipelines.checkpoints, through pipelines.train_vl.run_stage) every
@@ -57,7 +58,7 @@ from .train_vl import run_stage
 
 TINY = {"adapter_steps": 150, "batch_size": 32, "lr_adapter": 2e-3, "expert_rate": 0.5, "label_samples": 384,
         "routing_steps": 40, "routing_batch_size": 16, "lr_routing": 2e-3, "routing_lora_rank": 8,
-        "validation_images": 100, "validation_questions": 96, "eval_questions": 500, "eval_batch_size": 32,
+        "answer_lora_rank": None, "validation_images": 100, "validation_questions": 96, "eval_questions": 500, "eval_batch_size": 32,
         "save_every": 20}
 COUNTS = ("adapter_steps", "batch_size", "label_samples", "routing_steps", "routing_batch_size", "routing_lora_rank",
           "validation_images", "validation_questions", "eval_questions", "eval_batch_size", "save_every")
@@ -76,6 +77,7 @@ def settings_of(options: TrainOptions) -> dict:
     settings = {**TINY, **options.extra}
     settings.pop("ship", None)
     check_positive_int("mova/tiny", **{k: settings[k] for k in COUNTS})
+    check_positive_int("mova/tiny", allow_none=True, answer_lora_rank=settings["answer_lora_rank"])
     for name in ("lr_adapter", "lr_routing"):
         check_number("mova/tiny", name, settings[name], low=0, low_open=True)
     check_number("mova/tiny", "expert_rate", settings["expert_rate"], low=0, high=1)
@@ -95,20 +97,24 @@ def load_bases():
     return language_model, tokenizer, AutoTokenizer.from_pretrained(minilm_path())
 
 
-def build_mova(language_model, tokenizer, question_tokenizer, routing_lora_rank: int = TINY["routing_lora_rank"]):
+def build_mova(language_model, tokenizer, question_tokenizer, routing_lora_rank: int = TINY["routing_lora_rank"],
+               answer_lora_rank: int = TINY["answer_lora_rank"]):
     """-> (model, processor): the tiny-packaged preset around the loaded LLM, packaged tower weights."""
     from zoo.models.mova import MovaForConditionalGeneration, MovaProcessor
     from zoo.models.mova.presets import preset_config
 
     probe = MovaProcessor(tokenizer, 1, expert_names=["x"], expert_descriptions=["x"])  # adds <image> to the tokenizer
     config = preset_config("tiny-packaged", text_config=language_model.config.to_dict(),
-                           image_token_id=probe.image_token_id, routing_lora_rank=routing_lora_rank)
+                           image_token_id=probe.image_token_id, routing_lora_rank=routing_lora_rank,
+                           answer_lora_rank=answer_lora_rank)
     model = MovaForConditionalGeneration(config, language_model=language_model)
     return model, MovaProcessor.for_model(model, tokenizer, question_tokenizer, chat_template=vqa.CHAT_TEMPLATE)
 
 
 def adapter_names(model) -> list[str]:
-    return [n for n, _ in model.named_parameters() if n.startswith(("adapter.", "downsample.", "projector."))]
+    """Stage 1's parts: the MoV-Adapter, downsampler, projector and the answer-pass LoRA."""
+    return [n for n, _ in model.named_parameters()
+            if n.startswith(("adapter.", "downsample.", "projector.", "answer_lora."))]
 
 
 def routing_lora_names(model) -> list[str]:
@@ -417,7 +423,8 @@ def tiny(options: TrainOptions) -> dict:
     started = time.time()
     torch.manual_seed(options.seed)
     language_model, tokenizer, question_tokenizer = load_bases()
-    model, processor = build_mova(language_model, tokenizer, question_tokenizer, settings["routing_lora_rank"])
+    model, processor = build_mova(language_model, tokenizer, question_tokenizer, settings["routing_lora_rank"],
+                                  settings["answer_lora_rank"])
     train_data = vqa.EasyVqa("train", processor)
     test_data = vqa.EasyVqa("test", processor, limit=settings["eval_questions"])
     print(f"loaded in {time.time() - started:.0f} s")

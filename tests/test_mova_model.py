@@ -98,18 +98,21 @@ def test_the_gate_matches_a_naive_masked_softmax_top_k(trained):
     assert torch.allclose(out.gate_weights[0], naive, atol=1e-6)
 
 
-def test_the_routing_lora_acts_in_the_routing_pass_only(single_thread):
-    model, processor = tiny_model(seed=2, routing_lora_rank=2)
+@pytest.mark.parametrize("kind", ["routing", "answer"])
+def test_each_pass_lora_acts_in_its_own_pass_only(single_thread, kind):
+    model, processor = tiny_model(seed=2, **{f"{kind}_lora_rank": 2})
     batch = processor(images=[image(0)], questions=["what colour"])
     routing = dict(input_ids=batch["routing_input_ids"], attention_mask=batch["routing_attention_mask"],
                    pixel_values=batch["pixel_values"], routing_pass=True)
     answer = answer_inputs(processor)
-    before_routing, before_answer = model(**routing).logits, model(**answer).logits
+    before = {"routing": model(**routing).logits, "answer": model(**answer).logits}
     with torch.no_grad():
-        for name, p in model.routing_lora.named_parameters():
+        for name, p in getattr(model, f"{kind}_lora").named_parameters():
             p.copy_(torch.randn_like(p))
-    assert not torch.allclose(model(**routing).logits, before_routing)
-    assert torch.equal(model(**answer).logits, before_answer)
+    after = {"routing": model(**routing).logits, "answer": model(**answer).logits}
+    other = "answer" if kind == "routing" else "routing"
+    assert not torch.allclose(after[kind], before[kind])
+    assert torch.equal(after[other], before[other])
     assert not any(k.startswith("language_model") and "lora" in k for k in model.state_dict())  # LLM keys unchanged
 
 

@@ -12,13 +12,13 @@ from zoo.pipelines import vl_easyvqa as vqa
 from zoo.pipelines.train import TrainOptions, get_evaluation, get_recipe
 
 SETTINGS = {**tm.TINY, "adapter_steps": 2, "batch_size": 4, "label_samples": 6, "routing_steps": 2,
-            "routing_batch_size": 3, "routing_lora_rank": 2, "validation_images": 2, "validation_questions": 4,
+            "routing_batch_size": 3, "routing_lora_rank": 2, "answer_lora_rank": 2, "validation_images": 2, "validation_questions": 4,
             "eval_batch_size": 8, "save_every": 1}
 
 
 @pytest.fixture(scope="module")
 def data(single_thread_module):
-    _, processor = tiny_model(trained=False, routing_lora_rank=2)
+    _, processor = tiny_model(trained=False, routing_lora_rank=2, answer_lora_rank=2)
     return vqa.EasyVqa("train", processor, limit=40), vqa.EasyVqa("test", processor, limit=9)
 
 
@@ -37,7 +37,7 @@ class Killed(Exception):
 def run(directory, data, resume=False, monkeypatch=None, kill_in=None, kill_at=2):
     """One tiny recipe run; with `kill_in` it dies at the `kill_at`-th batch of that stage ("answer", "routing") or
     while labelling the validation split ("labels": the training labels are written, the validation ones not)."""
-    model, processor = tiny_model(trained=False, routing_lora_rank=2)
+    model, processor = tiny_model(trained=False, routing_lora_rank=2, answer_lora_rank=2)
     if kill_in is not None:
         owner, method = {"answer": (tm.MovaVqa, "batch"), "routing": (tm.RoutingVqa, "batch"),
                          "labels": (tm, "label_routing")}[kill_in]
@@ -78,9 +78,9 @@ def test_the_recipe_reports_the_four_conditions_per_question_type(straight):
 
 def test_both_stages_change_their_parts(straight, data):
     _, trained = straight
-    fresh, _ = tiny_model(trained=False, routing_lora_rank=2)
+    fresh, _ = tiny_model(trained=False, routing_lora_rank=2, answer_lora_rank=2)
     params = dict(fresh.named_parameters())
-    for prefix in ("adapter.", "projector.", "routing_lora."):
+    for prefix in ("adapter.", "projector.", "routing_lora.", "answer_lora."):
         assert any(not torch.equal(params[n], v) for n, v in trained.items() if n.startswith(prefix)), prefix
 
 

@@ -112,6 +112,9 @@ class MovaConfig(PreTrainedConfig):
         routing_lora_rank (`int`, *optional*): a LoRA on the LLM that is on in the routing pass only (None: no LoRA,
             the release's inference); routing_lora_alpha (`float`, 16); routing_lora_targets (`list[str]`,
             ["q_proj", "v_proj"]): the LLM's Linear layers it adapts, by module name suffix.
+        answer_lora_rank (`int`, *optional*): a LoRA on the LLM that is on in the answer pass only (None: none, the
+            release's frozen-at-inference LLM; the paper fine-tunes the whole LLM instead); answer_lora_alpha
+            (`float`, 16); answer_lora_targets (`list[str]`, ["q_proj", "v_proj"]).
     """
 
     model_type = "mova"
@@ -138,6 +141,9 @@ class MovaConfig(PreTrainedConfig):
     routing_lora_rank: int | None = None
     routing_lora_alpha: float | int = 16
     routing_lora_targets: list[str] | None = None
+    answer_lora_rank: int | None = None
+    answer_lora_alpha: float | int = 16
+    answer_lora_targets: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         kwargs.pop("model_type", None)
@@ -149,6 +155,8 @@ class MovaConfig(PreTrainedConfig):
             self.question_encoder = copy.deepcopy(BERT_LARGE)
         if self.routing_lora_targets is None:
             self.routing_lora_targets = ["q_proj", "v_proj"]
+        if self.answer_lora_targets is None:
+            self.answer_lora_targets = ["q_proj", "v_proj"]
         check_sub_configs(self)
         super().__post_init__(**kwargs)
 
@@ -161,12 +169,13 @@ class MovaConfig(PreTrainedConfig):
                            max_routed_experts=self.max_routed_experts, routing_max_new_tokens=self.routing_max_new_tokens)
         check_positive_int(self, allow_none=True, adapter_intermediate_size=self.adapter_intermediate_size,
                            gate_hidden_size=self.gate_hidden_size, text_embed_size=self.text_embed_size,
-                           routing_lora_rank=self.routing_lora_rank)
+                           routing_lora_rank=self.routing_lora_rank, answer_lora_rank=self.answer_lora_rank)
         if self.image_token_id is not None:
             check_non_negative_int(self, image_token_id=self.image_token_id)
         check_bool(self, coarse_routing=self.coarse_routing)
         check_choice(self, "projector_type", self.projector_type, PROJECTOR_TYPES)
         check_number(self, "routing_lora_alpha", self.routing_lora_alpha, low=0, low_open=True)
+        check_number(self, "answer_lora_alpha", self.answer_lora_alpha, low=0, low_open=True)
         for name in ("image_token_budget", "num_routing_tokens"):
             value = getattr(self, name)
             if math.isqrt(value) ** 2 != value:
@@ -176,9 +185,10 @@ class MovaConfig(PreTrainedConfig):
                              f"({self.image_token_budget}): the routing pass pools the answer pass's grid further")
         self._validate_towers()
         self._validate_question_encoder()
-        targets = self.routing_lora_targets
-        if not isinstance(targets, list) or not targets or any(not isinstance(t, str) or not t for t in targets):
-            raise FieldTypeError(f"MovaConfig.routing_lora_targets must be a non-empty list of module names, got {targets!r}")
+        for name in ("routing_lora_targets", "answer_lora_targets"):
+            targets = getattr(self, name)
+            if not isinstance(targets, list) or not targets or any(not isinstance(t, str) or not t for t in targets):
+                raise FieldTypeError(f"MovaConfig.{name} must be a non-empty list of module names, got {targets!r}")
 
     def _validate_towers(self) -> None:
         if not isinstance(self.vision_tower, dict) or "kind" not in self.vision_tower:

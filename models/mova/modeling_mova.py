@@ -32,7 +32,8 @@ Departures from the released code, and why
   release's `downsample` builds on (unverified; the converter copies those keys as they are).
 - Experts are resized from the processor's one raw image (at the largest input size of the pool) rather than
   preprocessed separately per expert; the release's per-expert processors also crop and pad.
-- The routing LoRA is optional and acts in pass 1 only (models.mova.routing_lora); the release has none.
+- The routing LoRA is optional and acts in pass 1 only (models.mova.routing_lora); the release has none. The
+  optional answer LoRA acts in pass 2 only (the paper fine-tunes the LLM instead).
 - The gate's text encoder is frozen here (BERT-large in the release, the packaged MiniLM in the shipped tiny model).
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ from .coarse_routing import routing_mask
 from .configuration_mova import MovaConfig
 from .mov_adapter import MoVAdapter
 from .question_encoder import QuestionEncoder
-from .routing_lora import RoutingLoRA, routing_pass as routing_lora_pass
+from .routing_lora import PassLoRA, routing_pass as routing_lora_pass
 from .vision_experts import VisionExpert, build_expert_tower, expert_tokens, square_side
 
 
@@ -156,8 +157,12 @@ class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
         keep_causal(self.language_model, config)
         self.routing_lora = None
         if config.routing_lora_rank is not None:
-            self.routing_lora = RoutingLoRA(self.language_model, config.routing_lora_rank, config.routing_lora_alpha,
-                                            config.routing_lora_targets)
+            self.routing_lora = PassLoRA(self.language_model, config.routing_lora_rank, config.routing_lora_alpha,
+                                         config.routing_lora_targets, "routing", "routing_lora_targets")
+        self.answer_lora = None
+        if config.answer_lora_rank is not None:
+            self.answer_lora = PassLoRA(self.language_model, config.answer_lora_rank, config.answer_lora_alpha,
+                                        config.answer_lora_targets, "answer", "answer_lora_targets")
         self.routing_context = RoutingContext()
         self._keep_packaged_weights(load_tower_weights)
         self.post_init()

@@ -1,7 +1,10 @@
-"""The routing LoRA: low-rank deltas on the LLM's Linear layers that act in the routing pass only.
+"""Pass LoRAs: low-rank deltas on the LLM's Linear layers that act in one of MoVA's two passes only.
 
-    y = W x                               answer pass (and any plain forward)
-    y = W x + (alpha / r) * B A x         routing pass (MovaForConditionalGeneration(..., routing_pass=True))
+    routing LoRA    y = W x + (alpha / r) * B A x   in the routing pass (forward(..., routing_pass=True)), else y = W x
+    answer LoRA     y = W x + (alpha / r) * B A x   in the answer pass (every other forward), else y = W x
+
+The answer LoRA stands in for the paper's fine-tuning of the LLM in its SFT stage (the LLM here stays frozen);
+being off in the routing pass, it leaves the routing LoRA's pass alone.
 
 MoVA's arXiv v1 trained an "expert-routing LoRA" on the routing annotations; the NeurIPS text mixes the
 routing samples into SFT instead and the released inference uses one set of LLM weights for both passes
@@ -57,26 +60,35 @@ class LoRAPair(nn.Module):
         return self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype)))
 
 
-class RoutingLoRA(nn.Module):
-    """LoRA pairs for every Linear of `language_model` whose name ends with one of `targets`."""
+class PassLoRA(nn.Module):
+    """LoRA pairs for every Linear of `language_model` whose name ends with one of `targets`, on in one pass only:
+    `active_in` "routing" or "answer" (`field` names the config fields in errors)."""
 
-    def __init__(self, language_model: nn.Module, rank: int, alpha: float, targets: Sequence[str]):
+    PASSES = ("routing", "answer")
+
+    def __init__(self, language_model: nn.Module, rank: int, alpha: float, targets: Sequence[str],
+                 active_in: str = "routing", field: str = "routing_lora_targets"):
         super().__init__()
+        if active_in not in self.PASSES:
+            raise ValueError(f"PassLoRA.active_in must be one of {self.PASSES}, got {active_in!r}")
+        self.in_routing_pass = active_in == "routing"
         self.scaling = alpha / rank
         self.pairs = nn.ModuleDict()
         found = [(name, m) for name, m in language_model.named_modules()
                  if isinstance(m, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)]
         if not found:
-            raise ValueError(f"MovaConfig.routing_lora_targets {list(targets)} match no Linear layer of the language model")
+            raise ValueError(f"MovaConfig.{field} {list(targets)} match no Linear layer of the language model")
         for name, linear in found:
             self.pairs[_key(name)] = LoRAPair(linear.in_features, linear.out_features, rank)
             # a partial of a bound method: deepcopy / pickle of the model rebinds it to the copied RoutingLoRA
             linear.register_forward_hook(functools.partial(self._add_delta, _key(name)))
 
     def _add_delta(self, key: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        if not _ROUTING_PASS.get():
+        if _ROUTING_PASS.get() != self.in_routing_pass:
             return None
         return output + self.scaling * self.pairs[key](inputs[0]).to(output.dtype)
 
 
-__all__ = ["RoutingLoRA", "in_routing_pass", "routing_pass"]
+RoutingLoRA = PassLoRA  # the name this module first had (its default is the routing pass)
+
+__all__ = ["PassLoRA", "RoutingLoRA", "in_routing_pass", "routing_pass"]
