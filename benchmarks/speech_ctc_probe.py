@@ -7,6 +7,7 @@ frames [B, T, 384] (trimmed encoder output of the espeak training utterances, ca
     --average pooling at rate r--> [B, T/r, 384]
     --chars:  LayerNorm -> Linear(384, 29)                               (blank + space + a-z + ')
     --tokens: the rate's MoME projector -> cosine to SmolLM2's embedding rows of the training texts' tokens
+              (zoo.pipelines.speech_alignment.TokenCtcHead, the recipe's stage 0)
     --> CTC against the transcript; greedy CTC decoding on espeak validation and the Asterisk prompts (real voice).
 
 A probe, not a model: it says whether a connector has something to read, and how hard the word pieces are
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 from zoo.multimodal.matryoshka import average_pool
 from zoo.pipelines import speech_data
 from zoo.pipelines import train_mome as recipe
+from zoo.pipelines.speech_alignment import TokenCtcHead, padded_frames as padded, vocabulary_of
 from zoo.pipelines.speech_metrics import wer
 
 CHARS = " abcdefghijklmnopqrstuvwxyz'"
@@ -47,35 +49,6 @@ class CharacterHead(nn.Module):
 
     def text(self, labels: list[int], tokenizer) -> str:
         return "".join(CHARS[k - 1] for k in labels)
-
-
-class TokenHead(nn.Module):
-    """SmolLM2 word pieces from a MoME projector: cosine to the embedding rows, a learned blank, a learned scale."""
-
-    def __init__(self, projectors, embeddings: torch.Tensor, vocabulary: list[int], rate: int):
-        super().__init__()
-        self.rate, self.projectors, self.vocabulary = rate, projectors, vocabulary
-        self.index = {token: k + 1 for k, token in enumerate(vocabulary)}
-        self.register_buffer("rows", F.normalize(embeddings[vocabulary], dim=-1))  # [V, D]
-        self.blank = nn.Parameter(torch.randn(embeddings.shape[1]) * 0.02)
-        self.scale = nn.Parameter(torch.tensor(10.0))
-
-    def forward(self, frames, lengths):
-        tokens, token_lengths = self.projectors(frames, lengths, self.rate)  # [B, T_r, D]
-        unit = F.normalize(tokens, dim=-1)
-        blank = unit @ F.normalize(self.blank, dim=0)[:, None]
-        return self.scale * torch.cat([blank, unit @ self.rows.T], dim=-1), token_lengths
-
-    def targets(self, text: str, tokenizer) -> list[int]:
-        return [self.index[t] for t in tokenizer(text, add_special_tokens=False)["input_ids"] if t in self.index]
-
-    def text(self, labels: list[int], tokenizer) -> str:
-        return tokenizer.decode([self.vocabulary[k - 1] for k in labels])
-
-
-def padded(encoded, rows):
-    frames = [encoded.frames[i] for i in rows]
-    return torch.nn.utils.rnn.pad_sequence(frames, batch_first=True), torch.tensor([len(f) for f in frames])
 
 
 def greedy_texts(head, encoded, tokenizer, batch_size: int = 64) -> list[str]:
@@ -109,10 +82,10 @@ def main(argv=None) -> None:
     if args.target == "chars":
         heads = {rate: CharacterHead(train.frames[0].shape[1], rate) for rate in rates}
     else:
-        vocabulary = sorted({t for text in train.texts for t in tokenizer(text, add_special_tokens=False)["input_ids"]})
+        vocabulary = vocabulary_of(train.texts, tokenizer)
         embeddings = lm.get_input_embeddings().weight.detach()
         model.audio_projectors.requires_grad_(True)
-        heads = {rate: TokenHead(model.audio_projectors, embeddings, vocabulary, rate) for rate in rates}
+        heads = {rate: TokenCtcHead(model.audio_projectors, embeddings, vocabulary, rate) for rate in rates}
     params = list({id(p): p for head in heads.values() for p in head.parameters() if p.requires_grad}.values())
     optimizer = torch.optim.AdamW(params, lr=args.lr or (3e-3 if args.target == "chars" else 2e-3), weight_decay=0.0)
     draws, started = random.Random(1), time.time()

@@ -4,11 +4,16 @@ projector per compression rate): speech recognition with frozen SmolLM2-135M + f
     data      espeak-ng speech from real text (zoo.pipelines.speech_data, 2000 train / 100 validation)
     features  the frozen encoder runs once per utterance on its own frames (trim: the connector is
               trained on trimmed features) and the frames are cached; training never runs the tower
+    stage 0   the connector aligned before the LLM sees it (pipelines.speech_alignment): the rate-4 projector
+              trained by CTC over the transcripts' SmolLM2 tokens (cosine to their embedding rows), 600 steps of
+              32, its LayerNorm rescaled to the embedding norm, then copied into every rate's projector. Without
+              it the frozen LLM learned to ignore the audio tokens: the LM loss sat on the text prior's plateau
+              (3.7-3.9 for 300 steps) and greedy WER was ~2 (README)
     MoME      per-rate projectors + one MoME module per decoder layer (parallel to attention; one
               router and one expert set for every rate), AdamW lr 1e-3, cosine; each step averages
               the LM loss over `rates_per_step` rates, rotating through all rates (2 of 4 per step:
               the whole set per step does not fit the 20-minute budget here)
-    LoRA      one model per rate (PEFT LoRA on q/v, r 8, + that rate's projector), each trained
+    LoRA      one model per rate (PEFT LoRA on q/v, r 8, + that rate's projector, from the same stage 0), each trained
               for as many steps as MoME trains that rate, same batch size and lr: equal compute
     test      WER per rate on the asterisk prompts (real voice, 8 kHz) and the pyannote utterances,
               never trained or tuned on; greedy decoding
@@ -37,13 +42,14 @@ from zoo.integrations.assets import cache_dir
 from . import speech_data
 from .checkpoints import Checkpoints
 from .speech_metrics import wer
-from .trained_parts import load_parts, save_parts
+from .trained_parts import load_parts, round_as_shipped_, save_parts
 from .train import TrainOptions, cpu_accelerator, evaluation, recipe, release
 
-TINY = {"steps": 90, "batch_size": 16, "lr": 2e-3, "rates": [2, 4, 8, 16], "rates_per_step": 2,
+TINY = {"steps": 90, "batch_size": 16, "lr": 1e-3, "rates": [2, 4, 8, 16], "rates_per_step": 2,
         "train_utterances": 2000, "validation_utterances": 100, "save_every": 25, "max_new_tokens": 32,
         "num_routed_experts": 7, "num_shared_experts": 1, "num_experts_per_tok": 2, "bottleneck_size": 12,
-        "lora_rank": 8, "mome_layers": "all", "eval_limit": None}
+        "lora_rank": 8, "mome_layers": "all", "eval_limit": None,
+        "align_steps": 600, "align_batch_size": 32, "align_lr": 2e-3, "align_rate": 4}
 INSTRUCTION = "transcribe the audio"
 TOWER = {"kind": "whisper", "name": "tiny.en", "weights": "packaged", "trim": True}
 
@@ -184,6 +190,30 @@ def load_trained(model, path: Path) -> dict:
     return load_parts(model, path, required=trainable_names(model), hint="zoo train mome --recipe tiny")
 
 
+# -- stage 0: the projector aligned to the LLM's embeddings (pipelines.speech_alignment) --------------------
+def aligned_projectors_(model, data: EncodedSpeech, processor, settings: dict, root: Path, resume: bool,
+                        seed: int) -> None:
+    """Every rate's projector of `model` starts from the CTC-aligned one, trained once per run folder and settings
+    (the MoME and per-rate LoRA recipes share it: the same start for both)."""
+    import hashlib
+
+    from zoo.multimodal.matryoshka import MatryoshkaCompressor
+
+    from .speech_alignment import aligned_projector, initialise_projectors_
+
+    keys = ("align_steps", "align_batch_size", "align_lr", "align_rate", "train_utterances")
+    key = hashlib.sha256(json.dumps([{k: settings[k] for k in keys}, seed, TOWER]).encode()).hexdigest()[:12]
+    config, compressor = model.config, model.audio_projectors
+    torch.manual_seed(seed)
+    standalone = MatryoshkaCompressor(in_features=compressor.in_features, out_features=compressor.out_features,
+                                      rates=[settings["align_rate"]], mode=config.compression,
+                                      intermediate_size=config.projector_hidden_size)
+    state = aligned_projector(root / f"aligned-projector-{key}.safetensors", standalone, data, processor.tokenizer,
+                              model.get_input_embeddings().weight.detach(), {**settings, "save_every": 100}, resume,
+                              seed, root / f"align-{key}")
+    initialise_projectors_(compressor, state)
+
+
 # -- training ---------------------------------------------------------------------------------------
 def train(model, data: EncodedSpeech, processor, schedule: list[list[int]], settings: dict, directory: Path,
           resume: bool, seed: int, label: str) -> float:
@@ -305,6 +335,7 @@ def _settings(options: TrainOptions) -> dict:
         if options.max_steps <= 0:
             raise ValueError(f"--max-steps must be a positive integer, got {options.max_steps}")
         settings["steps"] = options.max_steps
+        settings["align_steps"] = min(settings["align_steps"], options.max_steps)  # a smoke run runs every stage
     return settings
 
 
@@ -321,9 +352,11 @@ def train_mome(options: TrainOptions) -> dict:
     lm, processor = load_bases()
     model = build_mome(lm, processor, settings)
     data = _data(settings, model.audio_tower, processor.feature_extractor, options.seed)
+    aligned_projectors_(model, data, processor, settings, root, options.resume, options.seed)
     schedule = [rates_of_step(s, settings["rates"], settings["rates_per_step"]) for s in range(settings["steps"])]
     loss = train(model, data, processor, schedule, settings, root / "mome", options.resume, options.seed, "MoME")
     train_minutes = (time.time() - started) / 60
+    round_as_shipped_(model, trainable_names(model))  # the report is the shipped (bf16) parts' report
     sets = held_out_sets(model.audio_tower, processor.feature_extractor, settings)
     report = evaluate_rates(lambda rate: model, sets, processor, settings)
     metadata = {"system": "mome", "settings": settings, "train_minutes": round(train_minutes, 1),
@@ -359,12 +392,14 @@ def train_per_rate_lora(options: TrainOptions) -> dict:
         if data is None:
             data = _data(settings, model.audio_tower, processor.feature_extractor, options.seed)
             sets = held_out_sets(model.audio_tower, processor.feature_extractor, settings)
+        aligned_projectors_(model, data, processor, settings, root, options.resume, options.seed)
         model.language_model = get_peft_model(model.language_model, LoraConfig(
             r=settings["lora_rank"], lora_alpha=2 * settings["lora_rank"], target_modules=["q_proj", "v_proj"],
             lora_dropout=0.0))
         steps = sum(rate in rates for rates in mome_schedule)
         train(model, data, processor, [[rate]] * steps, settings, root / f"lora-rate{rate}", options.resume,
               options.seed, f"LoRA rate {rate}")
+        round_as_shipped_(model, trainable_names(model))
         save_trained(model, root / f"lora-rate{rate}.safetensors", {"rate": rate, "steps": steps})
         single = evaluate_rates(lambda r, m=model: m, sets, processor, {**settings, "rates": [rate]})
         for name in sets:

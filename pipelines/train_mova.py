@@ -353,14 +353,6 @@ def label_summary(labels: torch.Tensor, names: list[str]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def round_as_shipped_(model, names) -> None:
-    """The named parameters rounded to bf16 (kept in their dtype), as trained_parts ships and reloads them."""
-    wanted = set(names)
-    for name, param in model.named_parameters():
-        if name in wanted:
-            param.copy_(param.to(torch.bfloat16))
-
-
 def start_afresh_or_check_resumable(root: Path, resume: bool) -> None:
     """Without --resume, nothing of an earlier run in `root` is reused (its finished stage and labels go; run_stage
     clears the checkpoints). With it, some of the run must be there; each stage then continues from its newest
@@ -404,7 +396,7 @@ def train(model, processor, train_data: vqa.EasyVqa, test_data: vqa.EasyVqa, set
                              settings["routing_steps"], settings["lr_routing"], settings["routing_batch_size"],
                              root / STAGE_DIRS[1], resume, seed, "stage 2 (routing LoRA)",
                              save_every=settings["save_every"])
-    round_as_shipped_(model, routing_lora_names(model))  # the report is the shipped (bf16) parts' report
+    trained_parts.round_as_shipped_(model, routing_lora_names(model))  # the report is the shipped (bf16) parts' report
     validation_routed, _, _ = coarse_route(model, validation, settings["eval_batch_size"])
     names = model.config.expert_names
     test = MovaVqa(test_data, processor, range(len(test_data)), none.new_zeros(len(test_data), experts))

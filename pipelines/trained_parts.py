@@ -18,6 +18,16 @@ def save_parts(model, path: Path, names: Iterable[str], metadata: dict | None = 
     save_file(state, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
 
 
+@torch.no_grad()
+def round_as_shipped_(model, names: Iterable[str]) -> None:
+    """The named parameters rounded to bf16 (kept in their dtype), as `save_parts` ships them: a report computed
+    after this is the shipped parts' report."""
+    wanted = set(names)
+    for name, param in model.named_parameters():
+        if name in wanted:
+            param.copy_(param.to(torch.bfloat16))
+
+
 def load_parts(model, path: Path, prefixes: tuple[str, ...] = ("",), required: Iterable[str] = (),
                hint: str = "zoo train <system> --recipe tiny") -> dict:
     """Copy the file's tensors (those under `prefixes`) into `model`; -> the file's metadata. A tensor the
