@@ -33,5 +33,7 @@ def reply_is_greedy(model, batch_with_reply, reply_ids: list[int], tie_tolerance
     with torch.no_grad(), autocast():
         logits = model(**batch_with_reply).logits[0].float()  # [L, V]
     steps = logits[-len(reply_ids) - 1:-1]  # [n, V]
+    if tie_tolerance == 0:
+        return steps.argmax(-1).tolist() == reply_ids  # exact: what it always was
     chosen = steps.gather(1, torch.tensor(reply_ids)[:, None])[:, 0]
     return bool((chosen >= steps.max(-1).values - tie_tolerance).all())
