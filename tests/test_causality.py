@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import zoo  # noqa: F401  (Auto registrations)
 from tests import tiny_mome, tiny_unimoe
-from tests.test_vl_systems import LLAMA, TOWER
+from tests.tiny_systems import LLAMA, TOWER
 from zoo.models.mome import MomeConfig, MomeForSpeechRecognition
 from zoo.models.moe_llava import MoeLlavaConfig, MoeLlavaForConditionalGeneration
 from zoo.models.moiie import MoiieConfig, MoiieForConditionalGeneration

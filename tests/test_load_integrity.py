@@ -20,7 +20,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 import zoo  # noqa: F401  (registers the zoo's model types)
 from zoo.apps.cli import main as zoo_cli
 from tests import tiny_mome, tiny_unimoe
-from tests.test_vl_systems import LLAMA, TOWER
+from tests.tiny_systems import IMAGE_ID, LLAMA, MOFME, TOWER
 from tests.tiny_decoders import tiny_decoder, token_ids
 from zoo.auto_registration import MODEL_PACKAGES
 from zoo.core.routing import Router
@@ -38,9 +38,7 @@ from zoo.multimodal.modeling import MultimodalMoeConfig, MultimodalMoeForConditi
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-MOFME = dict(head_channels=8, num_head_res_blocks=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-             num_experts=4, num_experts_per_tok=2, decoder_channels=8, decoder_hidden_channels=8, hidden_dropout=0.0)
-VL = dict(text_config=LLAMA, vision_tower=TOWER, image_token_id=63)
+VL = dict(text_config=LLAMA, vision_tower=TOWER, image_token_id=IMAGE_ID)
 SYSTEMS = {
     "upcycled": lambda: UpcycledMoeForCausalLM.from_dense(tiny_decoder(), "top2-of-4"),
     "xmoe": lambda: XMoEForCausalLM(XMoEConfig(text_config=tiny_decoder().config.to_dict())),

@@ -9,14 +9,11 @@ from zoo.models.moe_llava import MoeLlavaConfig, MoeLlavaForConditionalGeneratio
 from zoo.models.moe_llava.convert_moe_llava import convert_moe_llava_state_dict
 from zoo.models.moiie import MoiieConfig, MoiieForConditionalGeneration, expert_groups
 from zoo.models.moiie.convert_moiie import convert_moiie_state_dict
+from tests.tiny_systems import IMAGE_ID, LLAMA, TOWER
 from zoo.models.mote import MoteConfig, MoteForConditionalGeneration
 
-TOWER = {"kind": "timm", "name": "mobilenetv2_100", "image_size": 32}
-LLAMA = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 32, "intermediate_size": 48,
-         "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 64}
 PHI = {"model_type": "phi", "num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 48,
        "num_attention_heads": 2, "vocab_size": 64, "hidden_act": "gelu_new"}
-IMAGE_ID = 63
 
 
 def run_ffn(model, layer, hidden, modality):

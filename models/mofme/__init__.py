@@ -1,7 +1,7 @@
 """MoFME (arXiv 2312.16610): all-weather image restoration with feature-modulated experts and the
-uncertainty-aware router. Importing this registers `mofme` with AutoConfig, AutoModelForImageToImage
-and AutoImageProcessor."""
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageToImage
+uncertainty-aware router. Importing this registers `mofme` with AutoConfig, AutoModelForImageToImage,
+AutoModel and AutoImageProcessor."""
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage
 
 from .configuration_mofme import MoFMEConfig
 from .modeling_mofme import MoFMEForImageRestoration, MoFMEImageRestorationOutput, MoFMEPreTrainedModel
@@ -9,6 +9,7 @@ from .processing_mofme import MoFMEImageProcessor, restore_image
 
 AutoConfig.register(MoFMEConfig.model_type, MoFMEConfig, exist_ok=True)
 AutoModelForImageToImage.register(MoFMEConfig, MoFMEForImageRestoration, exist_ok=True)
+AutoModel.register(MoFMEConfig, MoFMEForImageRestoration, exist_ok=True)
 AutoImageProcessor.register(MoFMEConfig, image_processor_classes={"pil": MoFMEImageProcessor}, exist_ok=True)
 
 __all__ = ["MoFMEConfig", "MoFMEForImageRestoration", "MoFMEImageProcessor", "MoFMEImageRestorationOutput",

@@ -1,5 +1,5 @@
 """MoIIE (models.moiie): modality-guided intra/inter-modality experts."""
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from zoo.multimodal.processing import register_processor
 
@@ -9,5 +9,6 @@ from .modeling_moiie import MoiieForConditionalGeneration
 AutoConfig.register(MoiieConfig.model_type, MoiieConfig, exist_ok=True)
 register_processor(MoiieConfig)  # AutoProcessor + AutoImageProcessor
 AutoModel.register(MoiieConfig, MoiieForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(MoiieConfig, MoiieForConditionalGeneration, exist_ok=True)
 
 __all__ = ["MoiieConfig", "MoiieForConditionalGeneration", "expert_groups"]

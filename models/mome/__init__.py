@@ -10,7 +10,7 @@ The table is read by name only (that pipeline, the model-card helper; the lazy a
 it skips model types missing from transformers' own config table), so the stock pipeline then calls
 `model.generate()` and decodes its new tokens (MomeForSpeechRecognition.generate documents how).
 """
-from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
+from transformers import AutoConfig, AutoModel, AutoModelForSpeechSeq2Seq
 from transformers.models.auto.modeling_auto import MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
 
 from zoo.multimodal.speech_processing import register_speech_processor
@@ -21,6 +21,7 @@ from .modeling_mome import MomeForSpeechRecognition, MomeOutput, MomePreTrainedM
 AutoConfig.register(MomeConfig.model_type, MomeConfig, exist_ok=True)
 register_speech_processor(MomeConfig)  # AutoProcessor -> SpeechLanguageProcessor, AutoFeatureExtractor -> Whisper's
 AutoModelForSpeechSeq2Seq.register(MomeConfig, MomeForSpeechRecognition, exist_ok=True)
+AutoModel.register(MomeConfig, MomeForSpeechRecognition, exist_ok=True)
 MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES.setdefault(MomeConfig.model_type, MomeForSpeechRecognition.__name__)
 
 __all__ = ["MomeConfig", "MomeForSpeechRecognition", "MomeOutput", "MomePreTrainedModel"]

@@ -1,5 +1,5 @@
 """MoTE (models.mote): frozen fp shared FFN + top-1 ternary experts."""
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from zoo.multimodal.processing import register_processor
 
@@ -9,5 +9,6 @@ from .modeling_mote import MoteForConditionalGeneration
 AutoConfig.register(MoteConfig.model_type, MoteConfig, exist_ok=True)
 register_processor(MoteConfig)  # AutoProcessor + AutoImageProcessor
 AutoModel.register(MoteConfig, MoteForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(MoteConfig, MoteForConditionalGeneration, exist_ok=True)
 
 __all__ = ["MoteConfig", "MoteForConditionalGeneration"]
