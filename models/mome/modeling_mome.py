@@ -55,6 +55,7 @@ from zoo.core.modalities import MODALITY_IDS
 from zoo.core.routing import Router, RoutingResult
 from zoo.experts.bottleneck import BottleneckExperts
 from zoo.integrations.checkpoint_keys import StrictMoeLoading
+from zoo.integrations.lora_targets import LoraTargets, language_model_attention
 from zoo.multimodal.audio_tower import build_audio_tower
 from zoo.multimodal.causal import keep_causal
 from zoo.multimodal.matryoshka import MatryoshkaCompressor, compressed_lengths
@@ -101,6 +102,9 @@ class MomeForSpeechRecognition(MomePreTrainedModel, GenerationMixin):
     causal LM (its decoder layers get MoME modules in place); without one the LLM is built from
     `config.text_config`. `load_tower_weights=False` skips the packaged Whisper weights (meta builds,
     from_pretrained, which reads every weight from the checkpoint)."""
+
+    # zoo.lora.lora_config: LoRA on the LLM's attention; the MoME modules and projectors are new: trained fully
+    lora_targets = LoraTargets(attention=language_model_attention(), modules_to_save=("mome", "audio_projectors"))
 
     def __init__(self, config: MomeConfig, language_model: PreTrainedModel | None = None,
                  load_tower_weights: bool = True):

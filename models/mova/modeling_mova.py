@@ -53,6 +53,7 @@ from transformers.utils import ModelOutput
 from zoo.core.context import RoutingContext
 from zoo.core.routing import RoutingResult, check_expert_mask
 from zoo.integrations.checkpoint_keys import StrictMoeLoading
+from zoo.integrations.lora_targets import LoraTargets, language_model_attention
 from zoo.multimodal.causal import keep_causal
 from zoo.multimodal.connectors import build_projector
 from zoo.multimodal.processing import splice_image_features
@@ -132,6 +133,11 @@ class MovaPreTrainedModel(StrictMoeLoading, PreTrainedModel):
 class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
     """See the module docstring. `language_model`: a loaded causal LM to build around (else from text_config);
     `load_tower_weights=False` skips packaged weights (meta builds, the converter)."""
+
+    # zoo.lora.lora_config: LoRA on the LLM's attention; the MoV-Adapter, downsampler and projector are new:
+    # trained fully (the frozen towers and the question encoder stay out)
+    lora_targets = LoraTargets(attention=language_model_attention(),
+                               modules_to_save=("adapter", "downsample", "projector"))
 
     def __init__(self, config: MovaConfig, language_model: PreTrainedModel | None = None,
                  load_tower_weights: bool = True):

@@ -11,6 +11,11 @@ they train fully (`modules_to_save`). Adapters save/load with PeftModel and merg
 
 The Uni-MoE alternative (a frozen shared FFN + per-expert LoRA deltas *inside* the MoE layer) is the
 expert kind "lora" (zoo.experts.lora), chosen at upcycling time instead.
+
+Systems whose MoE parts are not upcycled FFNs (MoME's parallel bottleneck experts, MoVA's adapter, MoFME's
+restoration transformer) say what to adapt with a class attribute, `lora_targets` (LoraTargets): the
+attention projections as a regex over module names (so frozen towers and encoders stay out), the stacked
+expert parameters, and the new parts trained fully (`modules_to_save`).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from torch import nn
 
 from ..upcycling.ffn_adapters import ARCHITECTURES, adapter_for
 from ..upcycling.layer import upcycled_layers
+from .lora_targets import LoraTargets, language_model_attention
 
 LORA_PRESETS = {
     "attention": ("attention",),
@@ -55,10 +61,13 @@ def lora_config(model: nn.Module, preset: str = "attention+experts", r: int = 8,
     `modules_to_save`. Extra keyword arguments go to LoraConfig (e.g. `task_type="CAUSAL_LM"`)."""
     if preset not in LORA_PRESETS:
         raise ValueError(f"unknown LoRA preset {preset!r}; known: {sorted(LORA_PRESETS)}")
-    if not upcycled_layers(model):
-        raise ValueError(f"{type(model).__name__} has no upcycled MoE layers: call zoo.upcycle first")
     if kwargs.get("lora_dropout", 0.0):
         raise ValueError("lora_dropout must be 0: PEFT's LoRA on stacked expert parameters has no dropout")
+    if not upcycled_layers(model):
+        targets = getattr(model, "lora_targets", None)
+        if targets is None:
+            raise ValueError(f"{type(model).__name__} has no upcycled MoE layers: call zoo.upcycle first")
+        return _system_lora_config(targets, LORA_PRESETS[preset], preset, r, lora_alpha, **kwargs)
     adapter = adapter_for(_decoder_config(model))
     parts = LORA_PRESETS[preset]
     if adapter.conv1d and "experts" in parts and len(parts) > 1:
@@ -82,4 +91,20 @@ def lora_config(model: nn.Module, preset: str = "attention+experts", r: int = 8,
     )
 
 
-__all__ = ["LORA_PRESETS", "expert_parameter_targets", "lora_config"]
+def _system_lora_config(targets: LoraTargets, parts: tuple[str, ...], preset: str, r: int, lora_alpha: int,
+                        **kwargs) -> LoraConfig:
+    if "dense_ffn" in parts:
+        raise ValueError(f"preset {preset!r} adapts the dense FFNs of an upcycled decoder; this system has its "
+                         "own MoE parts: use 'attention', 'experts' or 'attention+experts'")
+    experts = list(targets.experts) if "experts" in parts else []
+    if parts == ("experts",) and not experts:
+        raise ValueError("this system's experts are new and trained fully (modules_to_save), not low-rank: "
+                         "use preset 'attention' or 'attention+experts'")
+    return LoraConfig(
+        r=r, lora_alpha=lora_alpha, lora_dropout=0.0,
+        target_modules=targets.attention if "attention" in parts else None, target_parameters=experts or None,
+        modules_to_save=kwargs.pop("modules_to_save", list(targets.modules_to_save)), **kwargs,
+    )
+
+
+__all__ = ["LORA_PRESETS", "LoraTargets", "expert_parameter_targets", "language_model_attention", "lora_config"]
