@@ -8,7 +8,9 @@ checks when it lands.
   buffers, but a timm tower's convolutions may take another oneDNN kernel in a loaded model; measured 3e-8 for
   MoIIE, 1.5e-6 for MoVA, the first differing module a pointwise conv whose inputs and weights are equal).
 - PEFT: `peft.get_peft_model(model, zoo.lora.lora_config(model, "attention+experts"))` trains a few steps,
-  the adapter saved and loaded on a fresh base gives the trained outputs, and so does the merged model."""
+  the adapter saved and loaded on a fresh base gives the trained outputs, and so does the merged model.
+- pipelines: `transformers.pipeline(task, model=folder)` with the task name users know answers with what
+  greedy `generate()` gives (text-generation, image-text-to-text, automatic-speech-recognition)."""
 import json
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import tiny_mome, tiny_mova, tiny_unimoe
+from tests.tiny_decoders import tiny_decoder
 from tests.tiny_systems import SYSTEMS, built, main_output
 from zoo.auto_registration import MODEL_PACKAGES
 
@@ -126,3 +130,133 @@ def test_peft_lora_trains_saves_reloads_on_a_fresh_base_and_merges(model_type, t
 
     assert not any(isinstance(m, BaseTunerLayer) for m in merged.modules())  # merged into plain weights
     torch.testing.assert_close(outputs(merged, inputs), trained, rtol=1e-4, atol=1e-4)
+
+
+# -- pipelines -------------------------------------------------------------------------------------------
+PIPELINE_TASKS = {"zoo_upcycled_moe": "text-generation", "xmoe": "text-generation", "moiie": "image-text-to-text",
+                  "mote": "image-text-to-text", "moe_llava": "image-text-to-text", "dense_vl": "image-text-to-text",
+                  "unimoe": "image-text-to-text", "mova": "image-text-to-text", "mofme": "image-restoration",
+                  "mome": "automatic-speech-recognition"}
+NO_PIPELINE_YET = {
+    "mova": "MoVA's two-pass generate() needs the tokenizer and returns the chosen experts: no pipeline class yet",
+    "mofme": "no image-restoration pipeline registered yet",
+}
+NEW_TOKENS = 4
+
+
+def _text_system(model_type):
+    from tests.tiny_mome import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    decoder = tiny_decoder(vocab_size=len(tokenizer))
+    if model_type == "xmoe":
+        from zoo.models.xmoe import XMoEConfig, XMoEForCausalLM
+
+        model = XMoEForCausalLM(XMoEConfig(text_config=decoder.config.to_dict()))
+    else:
+        from zoo.models.upcycled import UpcycledMoeForCausalLM
+
+        model = UpcycledMoeForCausalLM.from_dense(decoder, "top2-of-4")
+    prompt = "transcribe the audio"
+    return model, tokenizer, (prompt,), tokenizer(prompt, return_tensors="pt")
+
+
+def _vl_system(model_type):
+    import importlib
+
+    from PIL import Image
+
+    from tests.tiny_mome import CHAT_TEMPLATE, tiny_tokenizer
+    from tests.tiny_systems import LLAMA, TOWER
+    from zoo.multimodal.processing import IMAGENET_MEAN_STD, VisionLanguageProcessor
+
+    names = {"moiie": ("zoo.models.moiie", "MoiieConfig", "MoiieForConditionalGeneration"),
+             "mote": ("zoo.models.mote", "MoteConfig", "MoteForConditionalGeneration"),
+             "moe_llava": ("zoo.models.moe_llava", "MoeLlavaConfig", "MoeLlavaForConditionalGeneration"),
+             "dense_vl": ("zoo.multimodal.modeling", "MultimodalMoeConfig", "MultimodalMoeForConditionalGeneration")}
+    module, config_name, model_name = names[model_type]
+    module = importlib.import_module(module)
+    tokenizer = tiny_tokenizer()
+    probe = VisionLanguageProcessor(tokenizer, 32, *IMAGENET_MEAN_STD, num_image_tokens=1)  # adds <image>
+    config = getattr(module, config_name)(text_config={**LLAMA, "vocab_size": len(probe.tokenizer)},
+                                          vision_tower=TOWER, image_token_id=probe.image_token_id)
+    model = getattr(module, model_name)(config, load_tower_weights=False)
+    processor = VisionLanguageProcessor(probe.tokenizer, 32, *IMAGENET_MEAN_STD,
+                                        num_image_tokens=model.num_image_tokens(), chat_template=CHAT_TEMPLATE)
+    image = Image.fromarray(tiny_mova.image(3, side=32))
+    text = processor.prompt("what is it")
+    return model, processor, {"images": image, "text": text}, processor(images=[image], text=text)
+
+
+def _unimoe_system(model_type):
+    from PIL import Image
+
+    processor = tiny_unimoe.tiny_processor()
+    model = tiny_unimoe.tiny_model(processor, seed=1)
+    image = Image.fromarray(tiny_unimoe.image(1))
+    text = processor.prompt("what is it", media=("image",))
+    return model, processor, {"images": image, "text": text}, processor(text=[text], images=[image])
+
+
+def _mome_system(model_type):
+    processor = tiny_mome.tiny_processor()
+    model = tiny_mome.tiny_model(processor, seed=1)
+    audio = tiny_mome.clip(0.8, seed=5)
+    features = processor.audio_features(audio, 16_000)
+    return (model, processor, ({"raw": audio, "sampling_rate": 16_000},),
+            {"input_features": features["input_features"], "feature_lengths": features["feature_lengths"]})
+
+
+def _mova_system(model_type):
+    from PIL import Image
+
+    model, processor = tiny_mova.tiny_model(seed=1)
+    image = Image.fromarray(tiny_mova.image(0))
+    return model, processor, {"images": image, "text": "what colour"}, processor(images=[image], questions=["what colour"])
+
+
+def _mofme_system(model_type):
+    from PIL import Image
+
+    from zoo.models.mofme import MoFMEImageProcessor
+
+    image = Image.fromarray(tiny_mova.image(2, side=32))
+    processor = MoFMEImageProcessor()
+    return built("mofme"), processor, (image,), processor(image)
+
+
+PIPELINE_SYSTEMS = {"mova": _mova_system, "mofme": _mofme_system, "zoo_upcycled_moe": _text_system, "xmoe": _text_system, "moiie": _vl_system, "mote": _vl_system,
+                    "moe_llava": _vl_system, "dense_vl": _vl_system, "unimoe": _unimoe_system, "mome": _mome_system}
+
+
+def test_every_model_type_has_a_pipeline_task():
+    assert set(PIPELINE_TASKS) == set(SYSTEMS)
+
+
+@pytest.mark.parametrize("model_type", [
+    pytest.param(t, marks=pytest.mark.xfail(reason=NO_PIPELINE_YET[t], strict=True))
+    if t in NO_PIPELINE_YET else t for t in sorted(SYSTEMS)])
+def test_each_system_answers_through_its_pipeline_task(model_type, tmp_path):
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    model, processor, call, generate_inputs = PIPELINE_SYSTEMS[model_type](model_type)
+    model.eval().save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    task = PIPELINE_TASKS[model_type]
+    answering = pipeline(task, model=str(tmp_path))
+    assert type(answering.model) is type(model)
+    generation = {"max_new_tokens": NEW_TOKENS, "do_sample": False, "num_beams": 1}
+    with torch.no_grad():
+        greedy = model.generate(**generate_inputs, **generation)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if task == "automatic-speech-recognition":
+        assert answering(*call, generate_kwargs=generation) == {"text": tokenizer.decode(greedy[0], skip_special_tokens=True)}
+        return
+    prompt_length = generate_inputs["input_ids"].shape[1]
+    new_text = tokenizer.decode(greedy[0, prompt_length:], skip_special_tokens=True)
+    if isinstance(call, dict):
+        result = answering(**call, generate_kwargs=generation, return_full_text=False)
+    else:
+        result = answering(*call, **generation, return_full_text=False)
+    assert new_text.strip() and result[0]["generated_text"].strip() == new_text.strip()

@@ -22,7 +22,7 @@ import torch
 from transformers import BatchFeature
 
 from zoo.multimodal.audio import DEFAULT_MAX_SECONDS, num_chunks
-from zoo.multimodal.processing import IMAGE_TOKEN, VisionLanguageImageProcessor, preprocess_images
+from zoo.multimodal.processing import IMAGE_TOKEN, VisionLanguageImageProcessor, preprocess_images, tokenizer_call_kwargs
 from zoo.multimodal.speech_processing import AUDIO_TOKEN, SpeechLanguageProcessor
 from zoo.multimodal.video import DEFAULT_MAX_FRAMES, DEFAULT_NUM_FRAMES, VIDEO_TOKEN, sample_frames
 
@@ -121,12 +121,13 @@ class UniMoeProcessor(SpeechLanguageProcessor):
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False, **kwargs)
+        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False,
+                               **tokenizer_call_kwargs(kwargs, type(self).__name__))
         batch["pixel_values"] = pixel_values
         batch["pixel_values_videos"] = pixel_values_videos
         for key in ("input_features", "feature_lengths", "chunks_per_audio"):
             batch[key] = audio_inputs[key]
-        return batch
+        return BatchFeature(data=dict(batch))  # .to(dtype=...) casts the float inputs only, as pipelines expect
 
     @property
     def model_input_names(self):

@@ -236,9 +236,22 @@ class VisionLanguageProcessor(ProcessorMixin):
         self.tokenizer.padding_side = padding_side
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False, **kwargs)
+        batch = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False,
+                               **tokenizer_call_kwargs(kwargs, type(self).__name__))
         batch["pixel_values"] = self.image_processor(images)["pixel_values"]
-        return batch
+        return BatchFeature(data=dict(batch))  # .to(dtype=...) casts the pixels only, as pipelines expect
+
+
+def tokenizer_call_kwargs(kwargs: dict, owner: str) -> dict:
+    """The keyword arguments a processor passes on to its tokenizer, minus the ones it fixes itself: tensors
+    are PyTorch (`return_tensors="pt"`, what transformers' pipelines ask for; anything else is refused by
+    name) and padded to the longest (`padding`), so a pipeline's own `return_tensors` / `padding` are welcome."""
+    kwargs = dict(kwargs)
+    return_tensors = kwargs.pop("return_tensors", "pt")
+    if return_tensors != "pt":
+        raise ValueError(f"{owner} returns PyTorch tensors only: return_tensors must be 'pt', got {return_tensors!r}")
+    kwargs.pop("padding", None)
+    return kwargs
 
 
 def register_processor(config_class) -> None:
