@@ -355,13 +355,21 @@ class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
 
     # -- two-pass generation -----------------------------------------------------------------------------------
     @torch.no_grad()
+    def _saved_tokenizer(self):
+        if not hasattr(self, "_tokenizer_beside_model"):
+            self._tokenizer_beside_model = _tokenizer_beside(getattr(self.config, "_name_or_path", ""))
+        return self._tokenizer_beside_model
+
     def generate(self, input_ids=None, pixel_values=None, attention_mask=None, routing_input_ids=None,
                  routing_attention_mask=None, expert_mask=None, tokenizer=None, text_embeds=None,
                  question_input_ids=None, question_attention_mask=None, **kwargs):
         """Pass 1 (unless expert_mask is given or config.coarse_routing is False): greedy, up to
         config.routing_max_new_tokens, on routing_input_ids (MovaProcessor's routing prompt); its answer,
         decoded with `tokenizer`, becomes the expert mask. Pass 2: transformers' generate on input_ids with that
-        mask and **kwargs. -> MovaGenerateOutput (a plain tensor from `super().generate` is never returned)."""
+        mask and **kwargs. -> MovaGenerateOutput, or the answer pass's sequences alone when the caller passes
+        `return_dict_in_generate=False` explicitly (transformers' pipelines do). `tokenizer=None` with coarse routing:
+        the tokenizer saved beside the model (its `from_pretrained` folder), as a pipeline has it."""
+        plain = kwargs.get("return_dict_in_generate") is False
         question = dict(text_embeds=text_embeds, question_input_ids=question_input_ids,
                         question_attention_mask=question_attention_mask)
         if input_ids is None:
@@ -371,6 +379,7 @@ class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
             if routing_input_ids is None:
                 raise ValueError("coarse routing needs routing_input_ids (MovaProcessor(images=..., questions=...) makes "
                                  "them), or pass expert_mask to skip the routing pass")
+            tokenizer = tokenizer or self._saved_tokenizer()
             if tokenizer is None:
                 raise ValueError("coarse routing reads the LLM's routing answer: pass tokenizer= (the processor's "
                                  "tokenizer), or pass expert_mask to skip the routing pass")
@@ -389,11 +398,24 @@ class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
         sequences = GenerationMixin.generate(self, input_ids=input_ids, attention_mask=attention_mask,
                                              pixel_values=pixel_values, expert_mask=expert_mask,
                                              **{k: v for k, v in question.items() if v is not None}, **kwargs)
+        if plain:
+            return sequences
         names = self.config.expert_names
         return MovaGenerateOutput(
             sequences=sequences if isinstance(sequences, torch.Tensor) else sequences.sequences,
             expert_mask=expert_mask, routing_answers=answers, routing_sequences=routing_new,
             chosen_experts=[[names[j] for j in row.nonzero().flatten().tolist()] for row in expert_mask.cpu()])
+
+
+def _tokenizer_beside(folder: str):
+    """The tokenizer saved in a model folder, or None (no folder, no tokenizer files)."""
+    from pathlib import Path
+
+    if not folder or not Path(folder, "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def _or_none(routing: RoutingResult | None, what: str):

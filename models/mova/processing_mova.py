@@ -110,9 +110,15 @@ class MovaProcessor(VisionLanguageProcessor):
     # -- batches ---------------------------------------------------------------------------------------------------
     def __call__(self, images=None, text=None, questions=None, padding_side: str = "left", **kwargs):
         """questions (one per text / image) give the answer prompt when `text` is None, plus the routing prompt
-        and the gate's question tokens; `text` alone (training: prompt + answer) gives the answer pass only."""
+        and the gate's question tokens; `text` alone (training: prompt + answer) gives the answer pass only.
+        Texts without any <image> placeholder, one per image, are questions (transformers' image-text-to-text
+        pipeline passes the user's question as `text`)."""
         questions = _as_list(questions, "questions")
-        texts = _as_list(text, "text") or [self.prompt(q) for q in questions]
+        texts = _as_list(text, "text")
+        n_images = 0 if images is None else len(images) if isinstance(images, (list, tuple)) else 1
+        if texts and not questions and len(texts) == n_images and not any(IMAGE_TOKEN in t for t in texts):
+            questions, texts = texts, []
+        texts = texts or [self.prompt(q) for q in questions]
         if not texts:
             raise ValueError("MovaProcessor: pass questions= (or text= with <image> placeholders)")
         if questions and len(questions) != len(texts):
