@@ -6,7 +6,7 @@ with PSNR/SSIM when a clean reference exists (always, unless the upload was alre
 two per-patch maps from the last MoE layer: which expert gets the largest combine weight, and the
 router's uncertainty (spread of its routing probabilities over the MC-dropout ensemble).
 
-The shipped tiny weights (models/mofme/trained/tiny-fme, trained by `zoo train mofme --recipe tiny`)
+The shipped small weights (models/mofme/trained/small-fme, trained by `zoo train mofme --recipe small`)
 load on first use. Images of any size up to MAX_PIXELS are restored in overlapping 240 x 240 tiles;
 grayscale / RGBA uploads are converted to RGB; smaller than one 8 x 8 patch or larger than
 MAX_PIXELS is refused with a message. Uploads reach the handler as files (gradio does not decode them):
@@ -39,11 +39,9 @@ def load_model():
         if "model" not in _state:
             from transformers import AutoImageProcessor, AutoModelForImageToImage
 
-            from zoo.pipelines.evaluate_mofme import shipped_weights_dir
+            from zoo.pipelines.evaluate_mofme import find_recipe, shipped_weights_dir
 
-            folder = shipped_weights_dir() / "tiny-fme"
-            if not (folder / "config.json").exists():
-                raise FileNotFoundError(f"no trained MoFME weights in {folder}; run `zoo train mofme --recipe tiny --set ship=true`")
+            folder = shipped_weights_dir() / f"{find_recipe(shipped_weights_dir())}-fme"
             processor = AutoImageProcessor.from_pretrained(folder)
             processor.max_image_pixels = MAX_PIXELS
             _state.update(model=AutoModelForImageToImage.from_pretrained(folder).eval(), processor=processor)
@@ -151,7 +149,8 @@ def restore(upload, sample, effect, severity, seed, already_degraded):
 def build() -> None:
     gr.Markdown(
         "One shared FFN with a cheap per-expert FiLM instead of E full FFNs (MoFME, AAAI 2024), routed by the "
-        "uncertainty-aware router. Tiny CPU model trained on package photos; samples are held-out photos. "
+        "uncertainty-aware router. Small CPU model (`zoo train mofme --recipe small`) trained on package photos; "
+        "samples are held-out photos. "
         f"Large images are tiled (240 px tiles).\n\n{limits_markdown(MAX_PIXELS)}"
     )
     with gr.Row():

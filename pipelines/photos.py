@@ -6,6 +6,9 @@ only, so no pixel of a test photo is ever trained on. Grayscale photos are repea
     train: skimage astronaut, rocket, immunohistochemistry, hubble_deep_field, retina,
            stereo_motorcycle (left), camera, brick, grass, gravel; sklearn china.jpg
     test:  skimage chelsea, coffee; sklearn flower.jpg; matplotlib grace_hopper.jpg
+
+The `small` MoFME recipe holds two train photos out as a validation split (its choices are made there, the
+test photos stay untouched): "fit" = train minus VALIDATION_PHOTOS, "validation" = rocket, stereo_motorcycle.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ SOURCES: dict[str, Callable[[], np.ndarray]] = {
 }
 TEST_PHOTOS = ("chelsea", "coffee", "flower", "grace_hopper")
 TRAIN_PHOTOS = tuple(name for name in SOURCES if name not in TEST_PHOTOS)
+VALIDATION_PHOTOS = ("rocket", "stereo_motorcycle")
+SPLITS = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS, "validation": VALIDATION_PHOTOS,
+          "fit": tuple(name for name in TRAIN_PHOTOS if name not in VALIDATION_PHOTOS)}
 
 
 @lru_cache(maxsize=None)
@@ -65,6 +71,6 @@ def load_photo(name: str) -> np.ndarray:
 
 
 def photos(split: str) -> dict[str, np.ndarray]:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return {name: load_photo(name) for name in (TRAIN_PHOTOS if split == "train" else TEST_PHOTOS)}
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    return {name: load_photo(name) for name in SPLITS[split]}

@@ -13,7 +13,10 @@ severity 0 returns the image unchanged. Each models one physical effect:
   depth d (far at the top of the frame, plus smooth random variation), airlight A ~ 0.8-0.95 and
   beta growing with severity.
 * raindrops: drops on the lens: each round-ish drop shows a blurred, flipped (lens-like) view of
-  the scene around it with a dark rim; severity raises their number and size.
+  the scene around it with a dark rim; severity raises their number and size. Sizes are in pixels
+  (radius 6-26 px at severity 0.5), the same whatever the size of the image: they used to scale with
+  max(H, W) / 256, so the 64-px training crops got drops of radius 1-3 px while the held-out photos
+  (400-640 px) got 7-33 px, and a model trained on crops never saw a test-sized drop (issue 17).
 """
 from __future__ import annotations
 
@@ -93,15 +96,18 @@ def haze(image: np.ndarray, severity: float, rng: np.random.Generator) -> np.nda
     return image * transmission + airlight * (1 - transmission)
 
 
+RAINDROP_SCALE = 2.0  # drop radii in pixels = U(3, 6 + 14 severity) x this (as the old rule gave a 512-px photo)
+
+
 @weather_effect
 def raindrops(image: np.ndarray, severity: float, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     out = image.copy()
     blurred = ndimage.gaussian_filter(image, sigma=(3, 3, 0))
-    count = max(1, int(round((3 + 40 * severity) * h * w / 256**2)))
+    count = rng.poisson((3 + 40 * severity) * h * w / 256**2)  # per area: a crop gets its share, as of a photo
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for _ in range(count):
-        radius = rng.uniform(3, 6 + 14 * severity) * max(h, w) / 256
+        radius = rng.uniform(3, 6 + 14 * severity) * RAINDROP_SCALE
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         stretch = rng.uniform(0.8, 1.3)  # drops are a little elongated
         y0, y1 = int(max(cy - radius * stretch - 2, 0)), int(min(cy + radius * stretch + 3, h))

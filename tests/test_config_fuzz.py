@@ -222,6 +222,8 @@ CONFIG_FIELDS = {
         "moe_type": bad_choices(("fme", "ffn")),
         "router_type": bad_choices(("uncertainty", "top_k")),
         "residual": bad_flags(),
+        "unembedding": bad_choices(("pixel_shuffle", "bilinear")),
+        "decoder_skip": bad_flags(),
         "dispatch_backend": bad_choices(BACKENDS),
         "output_router_logits": bad_flags(),
     },

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zoo.pipelines.photos import SOURCES, TEST_PHOTOS, TRAIN_PHOTOS, load_photo, photos
+from zoo.pipelines.photos import SOURCES, TEST_PHOTOS, TRAIN_PHOTOS, VALIDATION_PHOTOS, load_photo, photos
 from zoo.pipelines.weather import DEGRADATIONS, degrade
 
 
@@ -15,6 +15,25 @@ def test_split_is_by_source_photo():
         assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.1  # a real photo, not a flat field
     with pytest.raises(ValueError, match="split"):
         photos("val")
+
+
+def test_validation_photos_are_train_photos_the_small_recipe_does_not_fit():
+    assert set(VALIDATION_PHOTOS) < set(TRAIN_PHOTOS)
+    assert set(photos("fit")) == set(TRAIN_PHOTOS) - set(VALIDATION_PHOTOS)
+    assert set(photos("validation")) == set(VALIDATION_PHOTOS) and set(photos("validation")).isdisjoint(TEST_PHOTOS)
+
+
+def test_raindrops_on_a_training_crop_are_as_large_as_on_a_test_photo():
+    """Drop sizes are in pixels: the share of pixels a drop touches is about the same on a 96-px crop (what
+    training sees) as on the whole held-out photo (what the test sees). They used to scale with the image
+    size, so a 64-px crop got drops of radius 1-3 px and a 600-px photo 7-33 px."""
+    photo = load_photo("coffee")
+    crop = photo[100:196, 200:296]
+    share = lambda image, seed: (np.abs(degrade(image, "raindrop", 0.5, seed=seed) - image).max(-1) > 0.03).mean()  # noqa: E731
+    on_photo = np.mean([share(photo, seed) for seed in range(3)])
+    on_crop = np.mean([share(crop, seed) for seed in range(60)])
+    assert 0.15 < on_photo < 0.4, on_photo  # about a quarter of the photo, as before the change
+    assert 0.6 < on_crop / on_photo < 1.6, (on_crop, on_photo)
 
 
 @pytest.mark.parametrize("effect", sorted(DEGRADATIONS))

@@ -64,6 +64,18 @@ def test_output_routing_and_loss():
     torch.testing.assert_close(out.loss, F.l1_loss(out.reconstruction, y))
     squared = model(pixel_values=x, labels=y, reconstruction_loss="l2").loss  # the tiny recipe's loss
     torch.testing.assert_close(squared, ((out.reconstruction - y) ** 2).sum() / y.numel())
+    # per-image losses (pipelines.train_mofme's validation comparison): against skimage's PSNR of each image
+    from skimage.metrics import peak_signal_noise_ratio
+
+    per_image = [((out.reconstruction[i] - y[i]) ** 2).mean().item() for i in range(2)]
+    psnr = model(pixel_values=x, labels=y, reconstruction_loss="psnr").loss
+    floored = [10 * np.log10(e + 1e-4) for e in per_image]  # -PSNR of each image, the 1e-4 floor added
+    reference = [-peak_signal_noise_ratio(y[i].numpy(), out.reconstruction[i].detach().numpy(), data_range=1.0)
+                 for i in range(2)]
+    assert floored == pytest.approx(reference, abs=0.2)  # the floor moves images at 20-30 dB by < 0.05 dB
+    torch.testing.assert_close(psnr, torch.tensor(np.mean(floored), dtype=torch.float32))
+    rmse = model(pixel_values=x, labels=y, reconstruction_loss="rmse").loss
+    torch.testing.assert_close(rmse, torch.tensor(np.mean([np.sqrt(e + 1e-4) for e in per_image]), dtype=torch.float32))
     assert len(out.routing_weights) == 2 and out.routing_weights[0].shape == (2, 6, 4)
     torch.testing.assert_close(out.routing_weights[0].sum(-1), torch.ones(2, 6))
     assert (out.routing_weights[0] > 0).sum(-1).eq(2).all()  # top-2

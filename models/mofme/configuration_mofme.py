@@ -7,6 +7,9 @@ from zoo.core.validation import check_choice, check_non_negative_int, check_numb
 
 MOE_TYPES = ("fme", "ffn")  # Feature-Modulated Experts, or the conventional MoE counterpart (E full FFNs)
 ROUTER_TYPES = ("uncertainty", "top_k")  # the paper's UaR, or the plain softmax(KeepTopK) router
+# how tokens return to pixels: the released per-token Linear + pixel shuffle (each token paints its own p x p block),
+# or a Linear to decoder_channels per token upsampled bilinearly (neighbouring tokens blend: no block edges)
+UNEMBEDDINGS = ("pixel_shuffle", "bilinear")
 POSITIVE_INTS = ("num_channels", "head_channels", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "num_experts", "num_experts_per_tok", "adaptor_ratio", "ffn_ratio", "uar_num_samples", "decoder_channels",
                  "decoder_hidden_channels")
@@ -41,6 +44,10 @@ class MoFMEConfig(PreTrainedConfig):
         decoder_channels (`int`, 128): tokens are projected to patch_size^2 * decoder_channels and
             rearranged into a [decoder_channels, H, W] map (paper: 8*8*32*4 = 8192 = 64 * 128).
         decoder_hidden_channels (`int`, 64)
+        unembedding (`str`, "pixel_shuffle"): "pixel_shuffle" = the released Linear(D -> p*p*C) + pixel rearrange;
+            "bilinear" = Linear(D -> C) per token, bilinearly upsampled x p (see modeling_mofme, "Departures").
+        decoder_skip (`bool`, False): add the head's full-resolution features (conv1x1 to decoder_channels) to the
+            decoder input, so detail finer than a patch does not have to pass through the tokens.
         residual (`bool`, False): predict the clean image as input + correction instead of directly
             (the paper's script passes --disable-residual; tiny CPU recipes turn it on to train fast).
         router_aux_loss_coef (`float`, 0.0): balance-loss coefficient (MoFME has no auxiliary loss).
@@ -69,6 +76,8 @@ class MoFMEConfig(PreTrainedConfig):
     uar_momentum: float | int = 0.1
     decoder_channels: int = 128
     decoder_hidden_channels: int = 64
+    unembedding: str = "pixel_shuffle"
+    decoder_skip: bool = False
     residual: bool = False
     router_aux_loss_coef: float | int = 0.0
     dispatch_backend: str = "auto"
@@ -84,6 +93,7 @@ class MoFMEConfig(PreTrainedConfig):
             raise ValueError(f"MoFMEConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})")
         check_choice(self, "moe_type", self.moe_type, MOE_TYPES)
         check_choice(self, "router_type", self.router_type, ROUTER_TYPES)
+        check_choice(self, "unembedding", self.unembedding, UNEMBEDDINGS)
         check_backend(self, self.dispatch_backend)
         if self.num_experts_per_tok > self.num_experts:
             raise ValueError(f"MoFMEConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be <= num_experts ({self.num_experts})")

@@ -9,6 +9,7 @@ The network, top to bottom as in the paper's figure and released code (models/mo
                x += Attention(LN x)                                    8 heads x 48 (no position embedding, as released)
                x += MoE-FFN(x)                                         FME (shared FFN + per-expert FiLM) or E full FFNs
       decoder: Linear(384 -> 8*8*128), pixel rearrange                 [B, 128, H, W]
+               (or Linear(384 -> 128), bilinear x8; + conv1x1(head) skip: see Departures)
                ResBlock, conv 128 -> 64, ResBlock, conv 64 -> 3, sigmoid
     restored [B, 3, H, W] in [0, 1]
 
@@ -24,6 +25,12 @@ Departures from the released code, and why:
 - Dispatch is sparse (zoo.core.dispatch): a token computes only its k experts. The released code computes
   all E and multiplies by zero weights; the outputs are the same.
 - The decoder's `Upsampler(x1)` is left out: at scale 1 it adds nothing the next conv cannot do.
+- `unembedding="bilinear"` and `decoder_skip=True` (the `small` preset; defaults keep the released decoder):
+  the released per-token Linear + pixel shuffle paints each 8 x 8 block from one token, and on hazy photos
+  the tiny model's output carried that lattice (issue 17; `zoo.pipelines.evaluate_mofme.patch_grid_ratio`
+  measures it). Tokens are instead projected to decoder_channels and upsampled bilinearly, and the head's
+  full-resolution features are added back (conv1x1), as U-shaped restoration networks do, so what is finer
+  than a patch need not pass through a token. The FME layers and the counterpart comparison are unchanged.
 - `residual=True` (not the paper's setting) adds the input image back, for quick CPU training.
 - `forward(..., reconstruction_loss="l2")` trains on the squared error instead of the paper's L1. With a
   residual output, L1 makes "correction = 0" (output = input) a sharp optimum for effects that touch a
@@ -66,7 +73,25 @@ class MoFMEImageRestorationOutput(ModelOutput):
     routing_uncertainty: tuple[torch.Tensor, ...] | None = None
 
 
-RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+PSNR_LOSS_FLOOR = 1e-4  # squared error added before the log: a sample past 40 dB stops pulling harder
+
+
+def psnr_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minus the mean PSNR over the batch (data range 1): 10 log10(per-image squared error + floor), averaged
+    (HINet's "PSNR loss", Chen et al. 2021). Unlike the squared error over the batch, a hazy crop (squared
+    error ~1e-2) does not outweigh a raindrop crop (~1e-3) ten-fold: each image's relative error counts."""
+    per_image = (prediction - target).pow(2).flatten(1).mean(1)  # [B]
+    return 10 * torch.log10(per_image + PSNR_LOSS_FLOOR).mean()
+
+
+def rmse_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of each image's root-mean-squared error: between the squared error (every pixel of
+    the batch weighs the same, so hazy crops dominate) and psnr_loss (weight 1 / squared error, so nearly
+    clean crops dominate): an image's pixels weigh 1 / (2 x its RMSE)."""
+    return (prediction - target).pow(2).flatten(1).mean(1).add(PSNR_LOSS_FLOOR).sqrt().mean()
+
+
+RECONSTRUCTION_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "psnr": psnr_loss, "rmse": rmse_loss}
 
 
 class MoFMEResBlock(nn.Module):
@@ -165,19 +190,35 @@ class MoFMELayer(nn.Module):
 
 
 class MoFMEDecoder(nn.Module):
+    """tokens [B, N, D] (+ head features [B, C_head, H, W] with `decoder_skip`) -> [B, 3, H, W].
+
+    unembedding "pixel_shuffle" (released): Linear(D -> p*p*C) + pixel rearrange: every token paints its own
+    p x p block, so a correction that varies from token to token has a step at every patch edge (the lattice
+    the issue-17 outputs showed; the two ResBlocks' 3x3 convs cannot smooth a step over 8 px).
+    unembedding "bilinear": Linear(D -> C) per token, upsampled bilinearly x p (each pixel blends its 2 x 2
+    nearest tokens, continuous across patch edges); detail finer than a patch comes from the skip."""
+
     def __init__(self, config: MoFMEConfig):
         super().__init__()
         self.patch_size = config.patch_size
-        self.to_pixels = nn.Linear(config.hidden_size, config.patch_size**2 * config.decoder_channels)
+        self.unembedding = config.unembedding
+        per_token = config.patch_size**2 if config.unembedding == "pixel_shuffle" else 1
+        self.to_pixels = nn.Linear(config.hidden_size, per_token * config.decoder_channels)
+        self.skip = nn.Conv2d(config.head_channels, config.decoder_channels, 1) if config.decoder_skip else None
         self.res1 = MoFMEResBlock(config.decoder_channels)
         self.conv1 = nn.Conv2d(config.decoder_channels, config.decoder_hidden_channels, 3, padding=1)
         self.res2 = MoFMEResBlock(config.decoder_hidden_channels)
         self.conv2 = nn.Conv2d(config.decoder_hidden_channels, config.num_channels, 3, padding=1)
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # [B, N, D] -> [B, 3, H, W]
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int], head_features: torch.Tensor | None = None) -> torch.Tensor:
         batch, (rows, cols) = tokens.shape[0], grid
-        features = self.to_pixels(tokens).transpose(1, 2).reshape(batch, -1, rows, cols)  # [B, p*p*C, H/p, W/p]
-        features = F.pixel_shuffle(features, self.patch_size)  # [B, C, H, W]
+        features = self.to_pixels(tokens).transpose(1, 2).reshape(batch, -1, rows, cols)  # [B, (p*p*)C, H/p, W/p]
+        if self.unembedding == "pixel_shuffle":
+            features = F.pixel_shuffle(features, self.patch_size)  # [B, C, H, W]
+        else:
+            features = F.interpolate(features, scale_factor=self.patch_size, mode="bilinear", align_corners=False)
+        if self.skip is not None:
+            features = features + self.skip(head_features)  # [B, C, H, W]
         return self.conv2(self.res2(self.conv1(self.res1(features))))
 
 
@@ -261,7 +302,7 @@ class MoFMEForImageRestoration(MoFMEPreTrainedModel):
         for layer in self.layers:
             tokens, routing = layer(tokens)
             routings.append(routing)
-        restored = self.decoder(tokens, grid)  # [B, 3, H, W]
+        restored = self.decoder(tokens, grid, features)  # [B, 3, H, W]
         if self.config.residual:
             restored = restored + pixel_values
         reconstruction = torch.sigmoid(restored) if not self.config.residual else restored.clamp(0.0, 1.0)
