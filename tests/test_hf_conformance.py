@@ -92,7 +92,7 @@ def test_whole_model_round_trip_through_auto_classes_in_a_fresh_process(round_tr
         torch.testing.assert_close(torch.load(folder / f"output-{auto}.pt"), output, rtol=1e-5, atol=1e-5)
 
 
-NO_LORA_TARGETS_YET = {"mofme": "MoFME has no lora_targets yet (its restoration transformer: qkv/proj + FiLM experts)"}
+NO_LORA_TARGETS_YET: dict[str, str] = {}  # model type -> why it has no LoRA targets yet (a strict xfail)
 
 
 def outputs(model, inputs) -> torch.Tensor:

@@ -52,6 +52,7 @@ from transformers.utils import ModelOutput
 
 from zoo.core import MLPExperts, TopKRouter, dispatch
 from zoo.experts.film import FeatureModulatedExperts, FiLMExperts
+from zoo.integrations.lora_targets import LoraTargets
 from zoo.integrations.checkpoint_keys import StrictMoeLoading
 from zoo.core.routing import Router, RoutingResult
 from zoo.core.uncertainty_router import UncertaintyAwareRouter
@@ -261,6 +262,14 @@ class MoFMEPreTrainedModel(StrictMoeLoading, PreTrainedModel):
 
 
 class MoFMEForImageRestoration(MoFMEPreTrainedModel):
+    @property
+    def lora_targets(self) -> LoraTargets:
+        """zoo.lora.lora_config: LoRA on the attention projections and the stacked expert weights (FiLM for MoFME,
+        up/down for the counterpart); the routers train fully."""
+        experts = (("moe.experts.film_proj",) if self.config.moe_type == "fme"
+                   else ("moe.experts.up_proj", "moe.experts.down_proj"))
+        return LoraTargets(attention=r"layers\.\d+\.attention\.(qkv|proj)", experts=experts, modules_to_save=("router",))
+
     def __init__(self, config: MoFMEConfig):
         super().__init__(config)
         self.head = MoFMEHead(config)
