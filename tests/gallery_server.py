@@ -18,3 +18,20 @@ def client(url: str):
     from gradio_client import Client
 
     return Client(url, verbose=False)
+
+
+def tab_fixtures(*tab_modules: str):
+    """A test module's `gallery_url` and `client` fixtures (module scope) for a gallery with just these tabs:
+    `gallery_url, client = gallery_server.tab_fixtures("zoo.apps.mome_tab")`."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="gallery_url")
+    def gallery_url_fixture():
+        with served(list(tab_modules)) as url:
+            yield url
+
+    @pytest.fixture(scope="module", name="client")
+    def client_fixture(gallery_url):
+        return client(gallery_url)
+
+    return gallery_url_fixture, client_fixture

@@ -41,7 +41,7 @@ root = Path(sys.argv[1])
 report = {}
 for folder in sorted(p for p in root.iterdir() if p.is_dir()):
     entry = report.setdefault(folder.name, {})
-    inputs = torch.load(folder / "inputs.pt")
+    inputs = torch.load(folder / "inputs.pt", weights_only=True)
     task = json.loads((folder / "task.json").read_text())["task"]
     for auto in ("AutoModel", task):
         try:
@@ -89,7 +89,7 @@ def test_whole_model_round_trip_through_auto_classes_in_a_fresh_process(round_tr
         assert (folder / "generation_config.json").is_file()
     for auto in ("AutoModel", SYSTEMS[model_type].task):
         assert loaded[model_type][auto] == f"{model_class.__module__}.{model_class.__qualname__}", (auto, loaded[model_type][auto])
-        torch.testing.assert_close(torch.load(folder / f"output-{auto}.pt"), output, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.load(folder / f"output-{auto}.pt", weights_only=True), output, rtol=1e-5, atol=1e-5)
 
 
 NO_LORA_TARGETS_YET: dict[str, str] = {}  # model type -> why it has no LoRA targets yet (a strict xfail)

@@ -22,15 +22,7 @@ pytestmark = pytest.mark.slow
 HELLO = speech_data.ASTERISK_SOUNDS / "hello-world.wav"  # a real voice, 8 kHz; never trained on
 
 
-@pytest.fixture(scope="module")
-def gallery_url():
-    with gallery_server.served(["zoo.apps.mome_tab"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(gallery_url):
-    return gallery_server.client(gallery_url)
+gallery_url, client = gallery_server.tab_fixtures("zoo.apps.mome_tab")
 
 
 @pytest.fixture(scope="module")

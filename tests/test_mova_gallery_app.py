@@ -16,15 +16,7 @@ pytestmark = pytest.mark.slow
 BF16_TIE = 0.5  # logits; two bf16 steps at |logit| 32-64
 
 
-@pytest.fixture(scope="module")
-def gallery_url():
-    with gallery_server.served(["zoo.apps.mova_tab"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(gallery_url):
-    return gallery_server.client(gallery_url)
+gallery_url, client = gallery_server.tab_fixtures("zoo.apps.mova_tab")
 
 
 def first_of_type(kind: str) -> int:

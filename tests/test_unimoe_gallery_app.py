@@ -16,15 +16,7 @@ pytestmark = pytest.mark.slow
 MODALITIES = ["image", "speech+image", "speech", "video", "audio"]
 
 
-@pytest.fixture(scope="module")
-def gallery_url():
-    with gallery_server.served(["zoo.apps.unimoe_tab"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(gallery_url):
-    return gallery_server.client(gallery_url)
+gallery_url, client = gallery_server.tab_fixtures("zoo.apps.unimoe_tab")
 
 
 def sample_of(modality: str) -> dict:

@@ -16,15 +16,7 @@ SYSTEMS = ["moiie", "mote", "moe_llava"]
 SAMPLE = 0  # easy-VQA test question 0
 
 
-@pytest.fixture(scope="module")
-def gallery_url():
-    with gallery_server.served(["zoo.apps.moiie_tab", "zoo.apps.mote_tab", "zoo.apps.moe_llava_tab"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(gallery_url):
-    return gallery_server.client(gallery_url)
+gallery_url, client = gallery_server.tab_fixtures("zoo.apps.moiie_tab", "zoo.apps.mote_tab", "zoo.apps.moe_llava_tab")
 
 
 def key(system: str) -> str:
