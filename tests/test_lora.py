@@ -66,6 +66,24 @@ def test_lora_presets_and_errors():
     assert set(lora_config(gpt2, "experts").target_parameters) == {"mlp.moe.experts.up_proj", "mlp.moe.experts.down_proj"}
 
 
+def test_systems_with_their_own_lora_targets_reach_only_the_language_model():
+    """MoME declares lora_targets: the attention regex matches the LLM's projections, not the Whisper tower's."""
+    import re
+
+    from tests.tiny_systems import built
+
+    model = built("mome")
+    config = lora_config(model, "attention")
+    adapted = [n for n, _ in model.named_modules() if re.fullmatch(config.target_modules, n)]
+    assert adapted and all(n.startswith("language_model.") for n in adapted)
+    assert any(n.startswith("audio_tower.") and n.endswith("q_proj") for n, _ in model.named_modules())
+    assert config.modules_to_save == ["mome", "audio_projectors"] and config.target_parameters is None
+    with pytest.raises(ValueError, match="experts are new and trained fully"):
+        lora_config(model, "experts")
+    with pytest.raises(ValueError, match="adapts the dense FFNs of an upcycled decoder"):
+        lora_config(model, "all")
+
+
 def naive_lora_experts(bank: LoRAExperts, x, experts):
     """Per token: materialise W + s * B_e A_e for its expert, run the SwiGLU FFN."""
     rows = []

@@ -104,3 +104,6 @@ def test_empty_folder_and_bad_settings_are_refused(tokenizer, tmp_path):
         VisionLanguageImageProcessor(image_size=32, image_mean=(0.5,))
     with pytest.raises(ValueError, match="given twice"):
         VisionLanguageProcessor(tokenizer, VisionLanguageImageProcessor(32), MEAN, STD)
+    processor = VisionLanguageProcessor(tokenizer, 64, MEAN, STD)
+    with pytest.raises(ValueError, match="returns PyTorch tensors only: return_tensors must be 'pt', got 'np'"):
+        processor(text="hello", return_tensors="np")
