@@ -22,7 +22,7 @@ def get_mome():
     from zoo.models import trained_dir
 
     with _lock:
-        if not _system:
+        if "model" not in _system:  # Whisper may have been loaded first: it shares the dict
             lm, processor = load_bases()
             model = build_mome(lm, processor, dict(TINY))
             metadata = load_trained(model, trained_dir("mome") / "speech-tiny.safetensors")

@@ -107,3 +107,5 @@ def test_empty_folder_and_bad_settings_are_refused(tokenizer, tmp_path):
     processor = VisionLanguageProcessor(tokenizer, 64, MEAN, STD)
     with pytest.raises(ValueError, match="returns PyTorch tensors only: return_tensors must be 'pt', got 'np'"):
         processor(text="hello", return_tensors="np")
+    with pytest.raises(ValueError, match="padding must be True or 'longest', got 'max_length'"):
+        processor(text="hello", padding="max_length")

@@ -354,12 +354,12 @@ class MovaForConditionalGeneration(MovaPreTrainedModel, GenerationMixin):
         )
 
     # -- two-pass generation -----------------------------------------------------------------------------------
-    @torch.no_grad()
     def _saved_tokenizer(self):
         if not hasattr(self, "_tokenizer_beside_model"):
             self._tokenizer_beside_model = _tokenizer_beside(getattr(self.config, "_name_or_path", ""))
         return self._tokenizer_beside_model
 
+    @torch.no_grad()
     def generate(self, input_ids=None, pixel_values=None, attention_mask=None, routing_input_ids=None,
                  routing_attention_mask=None, expert_mask=None, tokenizer=None, text_embeds=None,
                  question_input_ids=None, question_attention_mask=None, **kwargs):

@@ -245,12 +245,16 @@ class VisionLanguageProcessor(ProcessorMixin):
 def tokenizer_call_kwargs(kwargs: dict, owner: str) -> dict:
     """The keyword arguments a processor passes on to its tokenizer, minus the ones it fixes itself: tensors
     are PyTorch (`return_tensors="pt"`, what transformers' pipelines ask for; anything else is refused by
-    name) and padded to the longest (`padding`), so a pipeline's own `return_tensors` / `padding` are welcome."""
+    name) and padded to the longest (`padding=True` / "longest", what pipelines pass; any other padding is refused,
+    not ignored), so a pipeline's own `return_tensors` / `padding` are welcome."""
     kwargs = dict(kwargs)
     return_tensors = kwargs.pop("return_tensors", "pt")
     if return_tensors != "pt":
         raise ValueError(f"{owner} returns PyTorch tensors only: return_tensors must be 'pt', got {return_tensors!r}")
-    kwargs.pop("padding", None)
+    padding = kwargs.pop("padding", True)
+    if padding not in (True, "longest"):
+        raise ValueError(f"{owner} pads every batch to its longest text: padding must be True or 'longest', "
+                         f"got {padding!r}")
     return kwargs
 
 
