@@ -151,7 +151,7 @@ RATES = st.one_of(bad_index_lists(), st.just([]), st.just([4, 4]), st.just([0]))
 
 CONFIG_FIELDS = {
     "MultimodalMoeConfig": VL_FIELDS,
-    "MoteConfig": {**VL_FIELDS, "ternary_packed": bad_flags()},
+    "MoteConfig": {**VL_FIELDS, "ternary_packed": bad_flags(), "ternary_kernel": bad_choices(["int8", "unpack"])},
     "MoeLlavaConfig": {**VL_FIELDS, "capacity_factor": bad_numbers(low=0, low_open=True, none=True),
                        "eval_capacity_factor": bad_numbers(low=0, low_open=True, none=True),
                        "min_capacity": bad_ints()},

@@ -123,3 +123,66 @@ def test_ternary_expert_kind_quantises_base_plus_lora_delta_per_expert():
         torch.testing.assert_close(bank.pack_()(x, groups), got, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="expert kind 'ternary' needs a gated"):
         upcycle(tiny_decoder("gpt2"), plan)
+
+
+def test_int8_backend_is_the_fake_quantised_forward_in_integers():
+    """ternary_int8 against the latent-weight (STE) forward of the same bank, in fp32: the same absmax rules,
+    so only fp32 rounding differs; experts without rows are never touched; a packed bank refuses other backends."""
+    from zoo.core.dispatch import GROUPED_LINEAR_BACKENDS
+    from zoo.experts.ternary import Int8Ternary, int8_ternary_linear
+
+    assert GROUPED_LINEAR_BACKENDS["ternary_int8"] is int8_ternary_linear
+    torch.manual_seed(0)
+    bank = TernaryGLUExperts(4, torch.randn(96, 40), torch.randn(40, 48))
+    with torch.no_grad():
+        bank.gate_up_proj.add_(0.3 * torch.randn_like(bank.gate_up_proj))
+    x = torch.randn(9, 40)
+    counts = [4, 0, 5, 0]
+    row_experts = torch.repeat_interleave(torch.arange(4), torch.tensor(counts))
+    with torch.no_grad():
+        latent = bank(x, ExpertGroups.from_sorted_experts(row_experts, 4, "eager"))
+        bank.pack_()
+        fast = bank(x, ExpertGroups.from_sorted_experts(row_experts, 4, "ternary_int8"))
+        unpack = bank(x, ExpertGroups.from_sorted_experts(row_experts, 4, "ternary_packed"))
+    torch.testing.assert_close(fast, latent, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast, unpack, atol=1e-4, rtol=1e-4)
+    weight = bank.quantised("down_proj", "ternary_int8")
+    assert isinstance(weight, Int8Ternary) and weight.codes.dtype == torch.int8 and weight.shape == (40, 48)
+    with pytest.raises(ValueError, match="ternary_int8"):
+        bank(x, ExpertGroups.from_sorted_experts(row_experts, 4, "grouped"))
+
+
+def test_int8_codes_follow_a_state_dict_loaded_after_packing():
+    """from_pretrained builds the packed bank, then loads the checkpoint into its buffers: the resident int8
+    codes must be those of the loaded buffers, not of the init."""
+    torch.manual_seed(0)
+    first, second = (TernaryGLUExperts(2, torch.randn(32, 16), torch.randn(16, 16), packed=True) for _ in range(2))
+    x = torch.randn(3, 16)
+    groups = ExpertGroups.from_sorted_experts(torch.tensor([0, 1, 1]), 2, "ternary_int8")
+    with torch.no_grad():
+        before = second(x, groups)
+        second.load_state_dict(first.state_dict())
+        torch.testing.assert_close(second(x, groups), first(x, groups))
+    assert not torch.allclose(before, first(x, groups))
+
+
+def test_unpacked_bank_evaluates_on_the_int8_kernel_and_requantises_after_a_step():
+    """No grad + ternary_int8 on a bank still in training form (the recipe's evaluations, generate): the codes
+    are computed once and reused until the latent weights change; the result is the STE forward's."""
+    torch.manual_seed(0)
+    bank = TernaryGLUExperts(2, torch.randn(64, 32), torch.randn(32, 32), lora_rank=2)
+    with torch.no_grad():
+        bank.gate_up_lora_B.normal_(0, 0.5)
+    x = torch.randn(5, 32)
+    row_experts = torch.tensor([0, 0, 1, 1, 1])
+    fast, eager = (ExpertGroups.from_sorted_experts(row_experts, 2, b) for b in ("ternary_int8", "eager"))
+    with torch.no_grad():
+        torch.testing.assert_close(bank(x, fast), bank(x, eager), atol=1e-4, rtol=1e-4)
+        cached = bank.quantised("gate_up_proj", "ternary_int8").codes
+        assert bank.quantised("gate_up_proj", "ternary_int8").codes is cached  # not recomputed
+    optimizer = torch.optim.SGD([bank.gate_up_lora_A, bank.gate_up_lora_B], lr=10.0)
+    bank(x, fast).square().sum().backward()  # with grad: the STE path, whatever the backend
+    optimizer.step()
+    with torch.no_grad():
+        assert bank.quantised("gate_up_proj", "ternary_int8").codes is not cached
+        torch.testing.assert_close(bank(x, fast), bank(x, eager), atol=1e-4, rtol=1e-4)

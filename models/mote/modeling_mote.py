@@ -4,7 +4,8 @@
       + g_i(x) * E_i^tern(x)            i = argmax softmax(W_r x) (top-1), g_i its probability
     E_i^tern: SwiGLU with weights in {-1, 0, +1} x absmean scale, int8 per-token activations,
               initialised from the same dense FFN, trained with a straight-through estimator and
-              packed to 2 bits per weight for inference (dispatch backend `ternary_packed`).
+              packed to 2 bits per weight for inference; packed experts run on the int8 kernel
+              (`config.ternary_kernel`: dispatch backend `ternary_int8`, or `ternary_packed`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import zoo.experts  # noqa: F401  (registers expert kind "ternary")
 from zoo.multimodal.modeling import MultimodalMoeForConditionalGeneration
 from zoo.upcycling.plan import UpcyclePlan
 
-from .configuration_mote import MoteConfig
+from .configuration_mote import TERNARY_KERNELS, MoteConfig
 
 
 class MoteForConditionalGeneration(MultimodalMoeForConditionalGeneration):
@@ -31,7 +32,7 @@ class MoteForConditionalGeneration(MultimodalMoeForConditionalGeneration):
         # top-1 without renormalisation: the gate value g_i must stay a probability or the router gets no gradient
         return UpcyclePlan(num_experts=config.num_experts, num_experts_per_tok=config.num_experts_per_tok,
                            normalize=False, expert_kind="ternary", expert_options=options, shared_ffn="dense",
-                           dispatch_backend="ternary_packed", **fields)
+                           dispatch_backend=TERNARY_KERNELS[config.ternary_kernel], **fields)
 
     def pack_experts_(self) -> "MoteForConditionalGeneration":
         """Freeze every ternary bank into 2-bit codes; the saved config then says ternary_packed=True."""
