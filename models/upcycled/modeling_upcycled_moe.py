@@ -147,10 +147,14 @@ class UpcycledMoeForCausalLM(UpcycledMoePreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep, **kwargs,
         )
         routings = [ffn.last_routing for _, ffn in self.moe_layers()]
-        aux_loss = torch.stack([r.aux_losses["load_balance"] for r in routings]).mean()
-        z_loss = torch.stack([r.aux_losses["z_loss"] for r in routings]).mean()
         loss = outputs.loss
+        aux_loss = None
+        # the router losses are computed when something can use them: a loss, a backward, or router logits asked for
+        # (inference without labels skips them, as transformers' MoEs do without output_router_logits)
+        if loss is not None or output_router_logits or torch.is_grad_enabled():
+            aux_loss = torch.stack([r.aux_losses["load_balance"] for r in routings]).mean()
         if loss is not None:  # labels given: the router losses are part of the objective, no opt-in needed
+            z_loss = torch.stack([r.aux_losses["z_loss"] for r in routings]).mean()
             if self.config.router_aux_loss_coef:
                 loss = loss + self.config.router_aux_loss_coef * aux_loss.to(loss.device)
             if self.config.router_z_loss_coef:

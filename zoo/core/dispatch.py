@@ -50,6 +50,9 @@ class ExpertGroups:
     def chunks(self, min_rows: int) -> list[tuple[int, int, "ExpertGroups"]]:
         """Split into runs of whole experts with at least `min_rows` rows each (the last may have
         fewer): (start row, end row, groups of that run, rows renumbered from 0). One host sync."""
+        total = self.row_experts.shape[0]
+        if total <= min_rows:  # one run (decoding, small batches): no sync, nothing rebuilt
+            return [(0, total, self)] if total else []
         counts = self.counts.tolist()
         pieces, first, start, rows = [], 0, 0, 0
         for e, c in enumerate(counts):
@@ -157,7 +160,9 @@ def dispatch(hidden: torch.Tensor, routing: RoutingResult, experts, backend: str
 
     Slots routed to an index >= experts.num_experts are null experts: they add nothing."""
     num_tokens, hidden_size = hidden.shape
-    used = routing.mask & (routing.indices < experts.num_experts)  # [T, k]
+    used = routing.mask
+    if routing.num_experts > experts.num_experts:  # null experts: their slots add nothing
+        used = used & (routing.indices < experts.num_experts)  # [T, k]
     token_ids, slot_ids = used.nonzero(as_tuple=True)  # [N], token-major
     slot_experts = routing.indices[token_ids, slot_ids]
     order = torch.argsort(slot_experts, stable=True)

@@ -14,6 +14,7 @@ share, experts per token). Ties between equal probabilities go to the lower expe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,33 @@ from torch.nn import functional as F
 from .losses import load_balancing_loss, router_z_loss
 from .validation import FieldTypeError, check_bool, check_instance, check_number, check_positive_int
 
+class LazyLosses(Mapping):
+    """A router's auxiliary losses, computed on first access (in the grad mode of the forward that made them,
+    in fp32): an inference pass that never reads them skips that work."""
+
+    def __init__(self, compute, device_type: str = "cpu"):
+        self._compute, self._losses = compute, None
+        self._grad, self._device_type = torch.is_grad_enabled(), device_type
+
+    def _values(self) -> dict[str, torch.Tensor]:
+        if self._losses is None:
+            with torch.set_grad_enabled(self._grad), torch.autocast(self._device_type, enabled=False):
+                self._losses, self._compute = self._compute(), None
+        return self._losses
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._values()[name]
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __repr__(self) -> str:
+        return f"LazyLosses({'not computed' if self._losses is None else self._losses})"
+
+
 @dataclass
 class RoutingResult:
     """What a router decided for T tokens over E experts (k slots per token, some possibly unused)."""
@@ -31,7 +59,7 @@ class RoutingResult:
     weights: torch.Tensor  # [T, k] fp32, combine weight of each slot (0 where mask is False)
     mask: torch.Tensor  # [T, k] bool, slot in use (variable k; False also for capacity drops)
     logits: torch.Tensor  # [T, E] fp32, router logits after the external mask (-inf = forbidden)
-    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux_losses: Mapping[str, torch.Tensor] = field(default_factory=dict)  # a dict or LazyLosses
     num_dropped: int = 0  # slots the router chose but capacity dropped
 
     @property
@@ -226,7 +254,8 @@ class Router(nn.Module):
         logits = apply_expert_mask(self.router_logits(hidden, modality_ids), expert_mask)  # [T, E]
         probs = torch.softmax(logits, dim=-1)
         indices, weights, mask = self.select(probs, logits)
-        losses = self.aux_losses(probs, logits, indices, mask, modality_ids, padding_mask)
+        selected = (indices, mask)  # the losses count the choices before capacity
+        losses = LazyLosses(lambda: self.aux_losses(probs, logits, *selected, modality_ids, padding_mask), hidden.device.type)
         num_dropped = 0
         if self.capacity_factor is not None and hidden.shape[0] > 0:
             kept = apply_capacity(indices, mask, probs.gather(1, indices), self.num_experts, self.capacity(hidden.shape[0]))

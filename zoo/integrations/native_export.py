@@ -108,7 +108,8 @@ def to_native(model: nn.Module, format: str | None = None) -> PreTrainedModel:
     cls = MixtralForCausalLM if config.model_type == "mixtral" else Qwen3MoeForCausalLM
     with torch.device("meta"):
         native = cls(config)
-    state = {_native_key(k): v for k, v in decoder.state_dict().items()}
+    # the zoo keeps its routers in fp32; Mixtral / Qwen3-MoE run theirs in the model's dtype
+    state = {_native_key(k): v.to(decoder.dtype) if v.is_floating_point() else v for k, v in decoder.state_dict().items()}
     missing, unexpected = native.load_state_dict(state, strict=False, assign=True)
     tied = set(native.all_tied_weights_keys) if config.tie_word_embeddings else set()
     missing = [k for k in missing if k not in tied and not k.endswith("inv_freq")]
