@@ -31,7 +31,6 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -39,37 +38,12 @@ from torch.nn import functional as F
 from zoo.core.precision import autocast
 from zoo.integrations.assets import load_smollm2
 from zoo.models.upcycled import UpcycledMoeForCausalLM
+from zoo.pipelines.wordnet import packed_sequences, wordnet_glosses
 from zoo.pipelines.xmoe_smollm2 import ROUTERS_FILE, save_routers, xmoe_plan
 from zoo.upcycling.plan import UpcyclePlan
 
-WORDNET = Path("/usr/share/wordnet")
-
 
 # -- data ------------------------------------------------------------------------------------------
-def wordnet_glosses(folder: Path = WORDNET) -> list[str]:
-    """'lemma: gloss' for every synset of the four WordNet data files (the license header is skipped)."""
-    files = [folder / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"WordNet data files missing: {missing}; install them with `apt-get install wordnet-base`")
-    texts = []
-    for path in files:
-        for line in path.read_text(encoding="latin-1").splitlines():
-            if line.startswith("  ") or " | " not in line:
-                continue  # license header lines start with two spaces
-            fields, gloss = line.split(" | ", 1)
-            lemma = fields.split()[4].replace("_", " ")
-            texts.append(f"{lemma}: {gloss.strip()}")
-    return texts
-
-
-def packed_sequences(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
-    """Concatenate the texts (one per line) and cut the token stream into [N, seq_len] rows."""
-    ids = tokenizer("\n".join(texts), return_tensors="pt")["input_ids"][0]
-    rows = len(ids) // seq_len
-    return ids[: rows * seq_len].view(rows, seq_len)
-
-
 def corpus(tokenizer, seq_len: int, heldout_fraction: float = 0.05, seed: int = 0):
     texts = wordnet_glosses()
     random.Random(seed).shuffle(texts)

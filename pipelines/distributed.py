@@ -45,7 +45,8 @@ from accelerate.utils import DistributedType
 from zoo.core.validation import check_positive_int
 
 from .train import cpu_accelerator, release
-from .train_mofme import TINY_DEFAULTS, lr_lambda, sample_batch
+from .train import lr_lambda
+from .train_mofme import TINY_DEFAULTS, sample_batch
 
 PARALLEL = ("ddp", "fsdp")
 DEFAULTS = {"steps": 30, "batch": 8, "crop": 32, "lr": TINY_DEFAULTS["lr"], "warmup": 5, "clip": TINY_DEFAULTS["clip"],

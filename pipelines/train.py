@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from zoo.core.validation import check_positive_int, renamed
 
 
@@ -37,6 +39,7 @@ RECIPE_MODULES: dict[str, str] = {
     "mome": "zoo.pipelines.train_mome",
     "unimoe": "zoo.pipelines.train_unimoe",
     "mova": "zoo.pipelines.train_mova",
+    "xmoe": "zoo.pipelines.train_xmoe",  # from scratch and dense-to-sparse (issue 16)
     **{s: "zoo.pipelines.train_vl" for s in ("moiie", "mote", "moe_llava", "dense_vl")},  # vision-language (issue 4)
 }
 # A system's name is its model_type (and its package under models/). Old spellings still work on the
@@ -127,3 +130,12 @@ def release(accelerator, model):
     the gallery, a test comparing two paths through the model) would run in bf16 unasked, while direct calls
     to its submodules stay fp32. Evaluations ask for their precision themselves (zoo.core.precision)."""
     return accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total` (a LambdaLR factor)."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))  # a numpy scalar would not reload
+    return factor

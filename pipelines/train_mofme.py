@@ -63,7 +63,7 @@ from .photos import photos
 from zoo.core.validation import check_non_negative, check_non_negative_int, check_number, check_positive_int
 
 from .checkpoints import Checkpoints
-from .train import TrainOptions, cpu_accelerator, recipe, release
+from .train import TrainOptions, cpu_accelerator, lr_lambda, recipe, release
 from .weather import DEGRADATIONS, degrade
 
 TINY_DEFAULTS = {"steps": 2000, "batch": 8, "crop": 64, "lr": 1e-3, "warmup": 50, "loss": "l2",
@@ -134,14 +134,6 @@ def validation_psnr(model, pairs) -> float:
     restored = model(pixel_values=degraded).reconstruction.permute(0, 2, 3, 1).numpy()
     model.train()
     return float(np.mean([psnr(clean, out) for (clean, _), out in zip(pairs, restored)]))
-
-
-def lr_lambda(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return float(0.5 * (1 + np.cos(np.pi * min(1.0, (step - warmup) / max(1, total - warmup)))))  # a numpy scalar would not reload
-    return factor
 
 
 def check_settings(settings: dict, owner: str = "mofme/tiny") -> None:

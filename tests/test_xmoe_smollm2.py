@@ -55,7 +55,7 @@ def test_router_file_errors(tmp_path):
 
 @pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="Debian wordnet-base not installed: scripts/install.sh installs it when run as root")
 def test_wordnet_glosses_are_parsed():
-    from benchmarks.xmoe import wordnet_glosses
+    from zoo.pipelines.wordnet import wordnet_glosses
 
     texts = wordnet_glosses()
     assert len(texts) == 117659  # synsets in WordNet 3.0: 82115 nouns + 13767 verbs + 18156 adj + 3621 adv
