@@ -55,8 +55,8 @@ def int8_activations_ste(x: torch.Tensor) -> torch.Tensor:
 def int8_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, d] -> (int8 codes [N, d], step [N, 1] in x's dtype): `int8_activations_ste`'s rule, as integers."""
     x = x.detach()
-    step = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-5) / 127.0
-    return (x / step).round_().clamp_(-128, 127).to(torch.int8), step
+    step = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True).clamp_min_(1e-5).div_(127.0)  # max |x| / 127
+    return (x / step).round_().to(torch.int8), step  # |x / step| <= 127: the STE's clamp never binds
 
 
 # -- 2-bit packing --------------------------------------------------------------------------------
