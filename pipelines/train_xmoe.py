@@ -13,7 +13,7 @@ arm has the same expert parameters, 4 x the dense FFN's 4H = 1024 hidden units (
     top2-of-8      8 experts of 512 units, top-2                      100% of the dense FFN's FLOPs
     top16-of-64    64 experts of 64 units (XMoE's small experts), top-16   100%
     top8-of-64     the same small experts, top-8                      50%
-    xmoe-t0.9/0.75/0.5   the small experts with the threshold router at t; capacity factor 16, which caps
+    xmoe-t0.9/0.75/0.5/0.3   the small experts with the threshold router at t; capacity factor 16, which caps
                    a layer at top-16's compute the way the paper's factor 8 caps its 64 experts of 1/8 size
                    at the dense FFN's (min capacity 4, as in the paper)
 
@@ -90,6 +90,7 @@ ARMS: Presets[ScratchArm] = Presets("XMoE scratch arm", {
     "xmoe-t0.9": _threshold_arm(0.9),
     "xmoe-t0.75": _threshold_arm(0.75),
     "xmoe-t0.5": _threshold_arm(0.5),
+    "xmoe-t0.3": _threshold_arm(0.3),  # at about top8-of-64's compute with routers as flat as these
 })
 
 SCRATCH_DEFAULTS = {"arm": "xmoe-t0.9", "hidden": 256, "layers": 4, "heads": 4, "vocab": 4096, "seq_len": 128,
@@ -248,6 +249,28 @@ def evaluate_lm(model, rows: torch.Tensor, batch: int, dense_units: int) -> dict
     per_token = expert_slots / layer_tokens
     return result | {"experts_per_token": round(per_token, 3), "expert_flops": round(per_token * units / dense_units, 4),
                      "dropped_fraction": round(dropped_slots / max(expert_slots + dropped_slots, 1), 4)}
+
+
+@torch.no_grad()
+def router_sharpness(model, rows: torch.Tensor, batch: int = 32) -> dict | None:
+    """How peaked the routers are on `rows`: the mean top-1 probability and the mean number of experts needed to
+    reach 50% / 90% of the probability mass (a uniform 64-way router: 1/64, 32, 58). None for a dense model."""
+    layers = moe_layers(model)
+    if not layers:
+        return None
+    top1, need50, need90, count = 0.0, 0.0, 0.0, 0
+    model.eval()
+    for start in range(0, len(rows), batch):
+        model(input_ids=rows[start:start + batch])
+        for _, ffn in layers:
+            probs = torch.softmax(ffn.last_routing.logits.float(), dim=-1)  # [T, E]
+            ranked = probs.sort(dim=-1, descending=True).values.cumsum(dim=-1)
+            top1 += probs.max(dim=-1).values.sum().item()
+            need50 += ((ranked < 0.5).sum(dim=-1) + 1).sum().item()
+            need90 += ((ranked < 0.9).sum(dim=-1) + 1).sum().item()
+            count += probs.shape[0]
+    return {"top1_probability": round(top1 / count, 4), "experts_for_50%": round(need50 / count, 2),
+            "experts_for_90%": round(need90 / count, 2), "num_experts": layers[0][1].moe.router.num_experts}
 
 
 # -- training ---------------------------------------------------------------------------------------

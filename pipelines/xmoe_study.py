@@ -24,10 +24,11 @@ from zoo.integrations.assets import cache_dir
 from .train_xmoe import ARMS, SHIPPED_ARM, shipped_dir
 
 # the slowest first, so the last job to start is a short one
-SCRATCH_ORDER = ["xmoe-t0.9", "xmoe-t0.75", "top16-of-64", "xmoe-t0.5", "top8-of-64", "top2-of-8", "dense"]
+SCRATCH_ORDER = ["xmoe-t0.9", "xmoe-t0.75", "top16-of-64", "xmoe-t0.5", "top8-of-64", "top2-of-8", "dense", "xmoe-t0.3"]
 DENSE_TO_SPARSE = [("dense-to-sparse-t0.9", ["threshold=0.9"]), ("dense-to-sparse-t0.75", ["threshold=0.75"]),
                    ("dense-continued", ["sparse=false", "threshold=1.0"])]
 REFERENCE_ARM = "top16-of-64"  # top-k over the same small experts, at the threshold arms' compute cap
+HALF_COMPUTE_ARM = "top8-of-64"  # the same experts at half that compute
 
 
 def run_dir(root: Path, name: str, seed: int) -> Path:
@@ -65,6 +66,29 @@ def run_study(root: Path, seeds: list[int], jobs: int, steps: int | None, d2s_st
     return results
 
 
+def add_sharpness(root: Path, results: list[dict], rows: int = 128) -> None:
+    """Each MoE run's router sharpness on the first `rows` test rows (train_xmoe.router_sharpness), computed
+    from its saved model/ once and kept in sharpness.json beside its results."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .train_xmoe import corpus_rows, router_sharpness
+
+    test_rows = None
+    for r in results:
+        if r["plan"] is None:
+            continue
+        name = r["arm"] if r["arm"] != "dense-to-sparse" else f"dense-to-sparse-t{r['plan']['threshold']}"
+        cached = run_dir(root, name, r["seed"]) / "sharpness.json"
+        if not cached.is_file():
+            folder = cached.parent / "model"
+            if test_rows is None:
+                test_rows = corpus_rows(AutoTokenizer.from_pretrained(folder), r["settings"]["seq_len"])["test"][:rows]
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            cached.write_text(json.dumps(router_sharpness(model, test_rows)))
+        r["router_sharpness"] = json.loads(cached.read_text())
+
+
 # -- the table --------------------------------------------------------------------------------------
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
@@ -86,6 +110,8 @@ def summarise(results: list[dict]) -> list[dict]:
         row["experts_per_token"].append(r["test"]["experts_per_token"])
         row["dropped"].append(r["test"]["dropped_fraction"])
         row["train_seconds"].append(r["train_seconds"])
+        if r.get("router_sharpness"):
+            row.setdefault("top1_probability", []).append(r["router_sharpness"]["top1_probability"])
     for row in rows.values():
         ppl = row["test_ppl"]
         row["test_ppl_mean"], row["test_ppl_spread"] = _mean(ppl), (max(ppl) - min(ppl)) / 2
@@ -95,36 +121,41 @@ def summarise(results: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| arm | expert FLOPs / token (dense FFN = 100%) | experts / token | experts wanted (before capacity) | "
-             "test perplexity (mean ± half-range, seeds) | validation perplexity | train wall (s) | parameters |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "router top-1 probability | test perplexity (mean ± half-range, seeds) | validation perplexity | "
+             "train wall (s) | parameters |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         k = row["experts_per_token"]
         wanted = [n / (1 - d) for n, d in zip(k, row["dropped"])] if k[0] is not None else None
+        top1 = f"{_mean(row['top1_probability']):.3f}" if row.get("top1_probability") else "-"
         lines.append(
             f"| {row['arm']} | {row['expert_flops_mean']:.1%} | {'-' if k[0] is None else f'{_mean(k):.2f}'} | "
-            f"{'-' if wanted is None else f'{_mean(wanted):.1f}'} | {row['test_ppl_mean']:.2f} ± {row['test_ppl_spread']:.2f} "
+            f"{'-' if wanted is None else f'{_mean(wanted):.1f}'} | "
+            f"{top1} | "
+            f"{row['test_ppl_mean']:.2f} ± {row['test_ppl_spread']:.2f} "
             f"({', '.join(f'{p:.2f}' for p in row['test_ppl'])}) | {_mean(row['validation_ppl']):.2f} | "
             f"{_mean(row['train_seconds']):.0f} | {row['parameters'] / 1e6:.2f} M |")
     return "\n".join(lines)
 
 
+def compare(row: dict, reference: dict) -> str:
+    """One arm against another: expert FLOPs saved, the test perplexity gap, and whether the seed ranges overlap."""
+    saved = 1 - row["expert_flops_mean"] / reference["expert_flops_mean"]
+    gap = row["test_ppl_mean"] - reference["test_ppl_mean"]
+    spread = row["test_ppl_spread"] + reference["test_ppl_spread"]  # the two seed ranges overlap: on par
+    verdict = "on par" if abs(gap) <= spread else ("worse" if gap > 0 else "better")
+    return (f"{row['arm']} vs {reference['arm']}: {saved:+.1%} expert FLOPs saved, test perplexity {gap:+.2f} "
+            f"(seed ranges {'overlap' if verdict == 'on par' else 'apart'}: {verdict})")
+
+
 def claim_lines(rows: list[dict]) -> list[str]:
-    """Each threshold arm against top-k over the same experts: FLOPs saved, perplexity gap against the spread."""
+    """Each threshold arm against top-k over the same experts at the cap's compute and at half of it; top-k's
+    own halving; standard against small experts; dense-to-sparse against training the dense model on."""
     by_name = {row["arm"]: row for row in rows}
-    reference = by_name.get(REFERENCE_ARM)
-    if reference is None:
-        return []
-    lines = []
-    for row in rows:
-        if not row["arm"].startswith("xmoe-"):
-            continue
-        saved = 1 - row["expert_flops_mean"] / reference["expert_flops_mean"]
-        gap = row["test_ppl_mean"] - reference["test_ppl_mean"]
-        spread = row["test_ppl_spread"] + reference["test_ppl_spread"]  # the two seed ranges overlap: on par
-        verdict = "on par" if abs(gap) <= spread else ("worse" if gap > 0 else "better")
-        lines.append(f"{row['arm']} vs {REFERENCE_ARM}: {saved:+.1%} expert FLOPs saved, test perplexity "
-                     f"{gap:+.2f} (seed ranges {'overlap' if verdict == 'on par' else 'apart'}: {verdict})")
-    return lines
+    pairs = [(name, ref) for ref in (REFERENCE_ARM, HALF_COMPUTE_ARM) for name in by_name if name.startswith("xmoe-")]
+    pairs += [(HALF_COMPUTE_ARM, REFERENCE_ARM), ("top2-of-8", REFERENCE_ARM), ("dense", REFERENCE_ARM)]
+    pairs += [(name, "dense-continued") for name in by_name if name.startswith("dense-to-sparse")]
+    return [compare(by_name[a], by_name[b]) for a, b in pairs if a in by_name and b in by_name]
 
 
 # -- the plot ---------------------------------------------------------------------------------------
@@ -181,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     shas = {r["tokenizer_sha256"] for r in results}
     if len(shas) != 1:
         raise RuntimeError(f"the runs used {len(shas)} different tokenizers: their perplexities do not compare")
+    add_sharpness(args.root, results)
     rows = summarise(results)
     print(markdown_table(rows))
     print("\n".join(claim_lines(rows)))
