@@ -13,7 +13,7 @@ arm has the same expert parameters, 4 x the dense FFN's 4H = 1024 hidden units (
     top2-of-8      8 experts of 512 units, top-2                      100% of the dense FFN's FLOPs
     top16-of-64    64 experts of 64 units (XMoE's small experts), top-16   100%
     top8-of-64     the same small experts, top-8                      50%
-    xmoe-t0.9/0.75/0.5/0.3   the small experts with the threshold router at t; capacity factor 16, which caps
+    xmoe-t0.9/0.75/0.5   the small experts with the threshold router at t; capacity factor 16, which caps
                    a layer at top-16's compute the way the paper's factor 8 caps its 64 experts of 1/8 size
                    at the dense FFN's (min capacity 4, as in the paper)
 
@@ -90,7 +90,6 @@ ARMS: Presets[ScratchArm] = Presets("XMoE scratch arm", {
     "xmoe-t0.9": _threshold_arm(0.9),
     "xmoe-t0.75": _threshold_arm(0.75),
     "xmoe-t0.5": _threshold_arm(0.5),
-    "xmoe-t0.3": _threshold_arm(0.3),  # at about top8-of-64's compute with routers as flat as these
 })
 
 SCRATCH_DEFAULTS = {"arm": "xmoe-t0.9", "hidden": 256, "layers": 4, "heads": 4, "vocab": 4096, "seq_len": 128,

@@ -146,3 +146,14 @@ def test_the_command_line_runs_a_smoke_arm(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert '"arm": "top8-of-64"' in printed and (tmp_path / "model" / "config.json").is_file()
     assert json.loads((tmp_path / "results.json").read_text())["test"]["experts_per_token"] == pytest.approx(8.0)
+
+
+def test_the_card_shows_every_arm_of_the_shipped_study():
+    from zoo.pipelines.xmoe_card import render, study_path
+
+    study = json.loads(study_path().read_text())
+    card = render()
+    for row in study["rows"]:
+        assert f"| {row['arm']} |" in card
+    assert all(line in card for line in study["claims"])
+    assert {s for row in study["rows"] for s in row["seeds"]} >= {0, 1}  # every figure has a second seed
