@@ -10,6 +10,8 @@ import torch
 from zoo.pipelines.train import TrainOptions
 from zoo.pipelines.train_xmoe import ARMS, SCRATCH_DEFAULTS, build_arm, evaluate_lm, train_dense_to_sparse, train_scratch
 
+# tiny tensors, and the resume check is bitwise: one torch thread (with two, CPU reductions may change order)
+pytestmark = pytest.mark.usefixtures("single_thread")
 SMOKE = {"hidden": 32, "layers": 2, "heads": 2, "vocab": 512, "seq_len": 32, "batch": 4, "eval_rows": 16,
          "eval_batch": 8, "checkpoint_every": 2}
 
