@@ -59,6 +59,7 @@ from zoo.upcycling.plan import UpcyclePlan
 
 from .checkpoints import Checkpoints
 from .train import TrainOptions, cpu_accelerator, lr_lambda, recipe, release
+from .trained_parts import round_as_shipped_
 from .wordnet import gloss_splits, packed_sequences
 
 
@@ -320,17 +321,11 @@ def train_lm(model, rows: torch.Tensor, settings: dict, options: TrainOptions, o
     return seconds, stop == steps, curve
 
 
-def round_to_bf16_(model) -> None:
-    """Every parameter rounded to bf16 (kept fp32): the figures are then those of the bf16 `model/` folder."""
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(param.to(torch.bfloat16))
-
-
 def finish_run(model, tokenizer, tokenizer_sha: str, rows: dict, settings: dict, options: TrainOptions,
                output_dir: Path, seconds: float, curve: list[float], record: dict) -> dict:
     """Round, evaluate on validation and test, save model/ + results.json; -> the results."""
-    round_to_bf16_(model)
+    with torch.no_grad():  # every parameter as model/ holds it: the figures are the bf16 folder's
+        round_as_shipped_(model, [name for name, _ in model.named_parameters()])
     model.eval()
     dense_units = 4 * settings["hidden"]
     limit = settings["eval_rows"]  # None: every row; a number is for smoke runs and is recorded in the results
