@@ -197,3 +197,30 @@ def test_built_from_config_the_experts_are_copies_and_routers_follow_the_plan():
     assert 0.01 < moe.router.weight.std().item() < 0.03  # router_init "normal", std 0.02
     xmoe = UpcycledMoeForCausalLM(UpcycledMoeConfig(text_config=tiny_config("llama"), plan=PLANS["xmoe"]))
     assert torch.count_nonzero(xmoe.model.model.layers[0].mlp.moe.router.weight) == 0  # router_init "zeros"
+
+
+def test_router_losses_are_skipped_in_inference_and_keep_their_gradient_when_read_late():
+    """Inference without labels never computes the router losses (aux_loss None, as transformers' MoEs without
+    output_router_logits); losses read after their forward are computed in that forward's grad mode and equal
+    the loss computed directly from the routing."""
+    from zoo import TopKRouter
+    from zoo.core.losses import load_balancing_loss
+
+    model = upcycled(plan="moe_llava")
+    ids = token_ids()
+    with torch.no_grad():
+        out = model(ids)
+    assert out.aux_loss is None
+    assert "not computed" in repr(model.moe_layers()[0][1].last_routing.aux_losses)
+    with torch.no_grad():
+        with_logits = model(ids, output_router_logits=True)
+    torch.testing.assert_close(with_logits.aux_loss, naive_switch_loss(with_logits.router_logits, k=2), atol=1e-5, rtol=1e-5)
+
+    router = TopKRouter(8, 4, top_k=2)
+    hidden = torch.randn(6, 8)
+    routing = router(hidden)  # grad mode
+    with torch.no_grad():
+        late = routing.aux_losses["load_balance"]
+    probs = torch.softmax(routing.logits, dim=-1)
+    assert late.requires_grad
+    torch.testing.assert_close(late, load_balancing_loss(probs, routing.indices, routing.mask))
